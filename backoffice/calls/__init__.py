@@ -1,0 +1,1 @@
+"""Business calendar, SLA clock, call tasks, agent shifts and the agent console."""

@@ -1,0 +1,154 @@
+"""Configuration from environment variables, each with an embedded default.
+
+A fresh checkout runs with nothing set; production names every missing setting at once
+instead of failing on the first one it happens to touch.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENVIRONMENTS = ("development", "testing", "production")
+
+DEFAULTS: dict[str, Any] = {
+    "APP_ENV": "development",
+    "DATABASE_URL": None,
+    "REDIS_URL": None,
+    "SECRET_KEY": None,
+    "STORAGE_URL": None,
+    "S3_ENDPOINT_URL": None,
+    "SMTP_URL": None,
+    "MAIL_FROM": "Ventanilla <no-reply@ventanilla.invalid>",
+    "SMS_WEBHOOK_URL": None,
+    "SIGNING_CERT_PATH": None,
+    "SIGNING_CERT_PASSWORD": None,
+    "CUSTOMER_PORTAL_URL": "http://localhost:5000/portal",
+    "BUSINESS_TZ": "Europe/Madrid",
+    "CALL_WINDOW": "Mon-Fri 08:00-22:00",
+    "HOLIDAYS_COUNTRY": "ES",
+    "HOLIDAYS_SUBDIV": None,
+    "SLA_HOURS": 48,
+    "TRUSTED_PROXY_COUNT": 0,
+    "OUTBOX_MAX_ATTEMPTS": 8,
+    "OUTBOX_STALE_SECONDS": 300,
+    "STAFF_LOGIN_LIMIT_ACCOUNT": "5 per 15 minutes",
+    "STAFF_LOGIN_LIMIT_IP": "30 per 15 minutes",
+    "STORAGE_URL_TTL_SECONDS": 300,
+}
+
+INTEGER_SETTINGS = (
+    "SLA_HOURS",
+    "TRUSTED_PROXY_COUNT",
+    "OUTBOX_MAX_ATTEMPTS",
+    "OUTBOX_STALE_SECONDS",
+    "STORAGE_URL_TTL_SECONDS",
+)
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run this environment; the message lists every problem."""
+
+
+def normalise_database_url(url: str) -> str:
+    """psycopg 3 is the PostgreSQL driver; plain `postgres://` URLs from hosting panels work too."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def load_config(
+    environ: Mapping[str, str], instance_path: str, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Build the Flask config: defaults, then the environment, then explicit overrides."""
+    config: dict[str, Any] = dict(DEFAULTS)
+    for name in DEFAULTS:
+        value = environ.get(name)
+        if value not in (None, ""):
+            config[name] = value
+    config.update(overrides or {})
+
+    problems = []
+    if config["APP_ENV"] not in ENVIRONMENTS:
+        problems.append(f"APP_ENV (must be one of {', '.join(ENVIRONMENTS)})")
+    for name in INTEGER_SETTINGS:
+        try:
+            config[name] = int(config[name])
+        except (TypeError, ValueError):
+            problems.append(f"{name} (must be a whole number)")
+    if config["APP_ENV"] == "production":
+        problems += _production_problems(config)
+    if problems:
+        raise ConfigError(
+            f"Cannot start in {config['APP_ENV']}: missing or invalid settings: " + "; ".join(problems)
+        )
+
+    instance = Path(instance_path)
+    if not config["DATABASE_URL"]:
+        config["DATABASE_URL"] = f"sqlite:///{instance / 'ventanilla.db'}"
+    if not config["STORAGE_URL"]:
+        config["STORAGE_URL"] = (instance / "documents").as_uri()
+    if not config["SECRET_KEY"]:
+        config["SECRET_KEY"] = _instance_secret_key(instance)
+
+    config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(config["DATABASE_URL"])
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    config["RATELIMIT_STORAGE_URI"] = config["REDIS_URL"] or "memory://"
+    config["RATELIMIT_SWALLOW_ERRORS"] = True
+    config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] = True
+    config["RATELIMIT_HEADERS_ENABLED"] = True
+    config["TESTING"] = config["APP_ENV"] == "testing"
+    production = config["APP_ENV"] == "production"
+    config["SESSION_COOKIE_HTTPONLY"] = True
+    config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    config["SESSION_COOKIE_SECURE"] = production
+    config["SESSION_COOKIE_NAME"] = "__Host-ventanilla" if production else "ventanilla"
+    config["REMEMBER_COOKIE_DURATION"] = 0
+    config["WTF_CSRF_TIME_LIMIT"] = None
+    config["WTF_CSRF_SSL_STRICT"] = production
+    return config
+
+
+def _production_problems(config: Mapping[str, Any]) -> list[str]:
+    problems = []
+    if not config["SECRET_KEY"]:
+        problems.append("SECRET_KEY (required)")
+    database_url = config["DATABASE_URL"] or ""
+    if not database_url:
+        problems.append("DATABASE_URL (required)")
+    elif database_url.startswith("sqlite"):
+        problems.append("DATABASE_URL (must be PostgreSQL, not SQLite)")
+    if not config["REDIS_URL"]:
+        problems.append("REDIS_URL (required)")
+    storage_url = config["STORAGE_URL"] or ""
+    if not storage_url:
+        problems.append("STORAGE_URL (required)")
+    elif not storage_url.startswith("s3://"):
+        problems.append("STORAGE_URL (must be an s3:// URL)")
+    if not config["SMTP_URL"]:
+        problems.append("SMTP_URL (required)")
+    if not config["SMS_WEBHOOK_URL"]:
+        problems.append("SMS_WEBHOOK_URL (required)")
+    cert_path = config["SIGNING_CERT_PATH"]
+    if not cert_path:
+        problems.append("SIGNING_CERT_PATH (required)")
+    elif not os.path.isfile(cert_path):
+        problems.append(f"SIGNING_CERT_PATH (no file at {cert_path})")
+    return problems
+
+
+def _instance_secret_key(instance: Path) -> str:
+    """Development and tests: a random key generated once and kept in `instance/`."""
+    instance.mkdir(parents=True, exist_ok=True)
+    key_file = instance / "secret_key"
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return key_file.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    return key_file.read_text().strip()

@@ -1,0 +1,1 @@
+"""Policyholders from the core insurance system, portal accounts, and their association."""

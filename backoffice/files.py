@@ -1,0 +1,51 @@
+"""Short-lived signed download URLs for the local document store (S3 presigns its own)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, abort, current_app, send_file, url_for
+from itsdangerous import BadSignature, URLSafeSerializer
+
+from backoffice.storage import InvalidKey, StorageError, content_disposition
+
+files = Blueprint("files", __name__)
+
+SERVABLE_TYPES = {"application/pdf", "image/jpeg", "image/png"}
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="local-document-url")
+
+
+def sign_url(claims: dict[str, Any], expires_in: int) -> str:
+    token = _serializer().dumps({**claims, "exp": int(time.time()) + expires_in})
+    return url_for("files.download", token=token)
+
+
+@files.get("/files/<token>")
+def download(token: str):
+    try:
+        claims = _serializer().loads(token)
+    except BadSignature:
+        abort(404)
+    if claims.get("exp", 0) < time.time():
+        abort(410)
+    storage = current_app.extensions["storage"]
+    try:
+        stream = storage.open(claims["key"])
+    except (InvalidKey, StorageError):
+        abort(404)
+    content_type = claims.get("content_type")
+    response = send_file(
+        stream,
+        mimetype=content_type if content_type in SERVABLE_TYPES else "application/octet-stream",
+        max_age=0,
+    )
+    response.headers["Content-Disposition"] = content_disposition(
+        claims.get("filename") or "document", bool(claims.get("inline"))
+    )
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,0 +1,127 @@
+"""The job port: run work after the current transaction commits.
+
+Inline (no `REDIS_URL`): the job runs in this process right after commit. rq: the job is
+pushed to Redis after commit and a worker runs it. Job functions take ids, never ORM objects,
+and run inside an application context with their own transaction.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from flask import Flask, current_app, has_app_context
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from backoffice.extensions import db
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE = "default"
+WAITING_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def job_path(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def resolve(path: str) -> Callable[..., Any]:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+class JobQueue(Protocol):
+    def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None: ...
+
+
+def run_in_transaction(path: str, *args: Any) -> Any:
+    """Run one job function and commit its work, or roll it back and re-raise."""
+    try:
+        result = resolve(path)(*args)
+        db.session.commit()
+        return result
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+class InlineJobQueue:
+    """Development default: the job runs here and now; a failure is logged, not raised,
+    because the caller's transaction has already committed."""
+
+    def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
+        try:
+            run_in_transaction(path, *args)
+        except Exception:
+            log.exception("inline job %s%r failed", path, args)
+
+
+_worker_app: list[Flask] = []
+
+
+def run_job(path: str, *args: Any) -> Any:
+    """What rq executes. A plain `rq worker` has no app context, so one is built once per process."""
+    if has_app_context():
+        return run_in_transaction(path, *args)
+    if not _worker_app:
+        from backoffice import create_app
+
+        _worker_app.append(create_app())
+    with _worker_app[0].app_context():
+        try:
+            return run_in_transaction(path, *args)
+        finally:
+            db.session.remove()
+
+
+class RqJobQueue:
+    def __init__(self, redis_url: str, queue_name: str = DEFAULT_QUEUE):
+        self.connection = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self.queue = Queue(queue_name, connection=self.connection)
+
+    def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
+        """Enqueue, unless a job with this id is already waiting: a row is never queued twice."""
+        if job_id is not None:
+            existing = Job.fetch_many([job_id], connection=self.connection)[0]
+            if existing is not None:
+                if existing.get_status(refresh=False) in WAITING_STATUSES:
+                    return
+                existing.delete()
+        self.queue.enqueue(run_job, path, *args, job_id=job_id, job_timeout=300, failure_ttl=30 * 86400)
+
+
+def build_job_queue(config: dict[str, Any]) -> JobQueue:
+    if config.get("REDIS_URL"):
+        return RqJobQueue(config["REDIS_URL"])
+    return InlineJobQueue()
+
+
+def job_queue() -> JobQueue:
+    return current_app.extensions["job_queue"]
+
+
+def enqueue_after_commit(
+    func: Callable[..., Any],
+    *args: Any,
+    job_id: str | None = None,
+    on_failure: Callable[[], None] | None = None,
+) -> None:
+    """Queue `func(*args)` to run once the current transaction commits (and never if it rolls
+    back). If the queue cannot be reached the commit stands; `on_failure` may note that."""
+    path = job_path(func)
+    queue = job_queue()
+
+    def push() -> None:
+        try:
+            queue.enqueue(path, *args, job_id=job_id)
+        except RedisError:
+            log.exception("could not enqueue %s%r; its periodic sweeper will pick it up", path, args)
+            if on_failure is not None:
+                on_failure()
+
+    db.session.after_commit(push)

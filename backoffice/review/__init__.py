@@ -1,0 +1,1 @@
+"""Representative applications, their documents and the legal review queue."""

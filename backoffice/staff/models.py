@@ -1,0 +1,74 @@
+"""Staff users and their server-side sessions."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Enum, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from backoffice.db import utcnow
+from backoffice.extensions import db
+
+
+class Role(enum.StrEnum):
+    LEGAL_REVIEWER = "legal_reviewer"
+    CALL_AGENT = "call_agent"
+    ASSOCIATION_CLERK = "association_clerk"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+class StaffUser(db.Model):
+    __tablename__ = "staff_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(
+        Enum(Role, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e])
+    )
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_sign_in_at: Mapped[datetime | None]
+
+    sessions: Mapped[list[StaffSession]] = relationship(back_populates="user", lazy="raise")
+
+    # Flask-Login's user protocol
+    is_anonymous = False
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+    def has_role(self, *roles: Role) -> bool:
+        return self.role in roles
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+
+class StaffSession(db.Model):
+    """A signed-in browser. The cookie carries a random token; only its SHA-256 is stored,
+    so signing out (or deactivation) kills the session on the server, whatever the cookie says."""
+
+    __tablename__ = "staff_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+
+    user: Mapped[StaffUser] = relationship(back_populates="sessions", lazy="joined")

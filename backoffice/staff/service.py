@@ -1,0 +1,209 @@
+"""Staff accounts and sign-in: creation, roles, deactivation, sessions. Every change is audited."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select, update
+
+from backoffice import audit
+from backoffice.audit import Actor
+from backoffice.db import utcnow
+from backoffice.extensions import db
+from backoffice.passwords import (
+    hash_password,
+    needs_rehash,
+    password_problems,
+    spend_a_verification,
+    verify_password,
+)
+from backoffice.staff.models import Role, StaffSession, StaffUser
+
+SESSION_TOUCH_SECONDS = 60
+
+
+class StaffError(ValueError):
+    """A staff change that cannot be made; `errors` maps field names to stable codes."""
+
+    def __init__(self, message: str, errors: dict[str, list[str]] | None = None):
+        super().__init__(message)
+        self.errors = errors or {}
+
+
+def normalise_email(email: str) -> str:
+    try:
+        return validate_email(email.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise StaffError(f"Not a valid email address: {exc}", {"email": ["invalid"]}) from exc
+
+
+def find_by_email(email: str) -> StaffUser | None:
+    return db.session.execute(
+        select(StaffUser).where(func.lower(StaffUser.email) == email.strip().lower())
+    ).scalar_one_or_none()
+
+
+def _snapshot(user: StaffUser) -> dict[str, object]:
+    return {"email": user.email, "name": user.name, "role": str(user.role), "active": user.active}
+
+
+def create_staff(email: str, name: str, role: Role | str, password: str, *, actor: Actor) -> StaffUser:
+    email = normalise_email(email)
+    name = name.strip()
+    errors: dict[str, list[str]] = {}
+    if not name:
+        errors["name"] = ["required"]
+    try:
+        role = Role(role)
+    except ValueError:
+        errors["role"] = ["invalid"]
+    problems = password_problems(password, email=email)
+    if problems:
+        errors["password"] = problems
+    if find_by_email(email):
+        errors["email"] = ["taken"]
+    if errors:
+        raise StaffError("The staff user could not be created.", errors)
+    user = StaffUser(email=email, name=name, role=role, password_hash=hash_password(password))
+    db.session.add(user)
+    db.session.flush()
+    audit.record("staff.created", actor=actor, subject_type="staff", subject_id=user.id, after=_snapshot(user))
+    return user
+
+
+def update_staff(user: StaffUser, *, name: str, actor: Actor) -> StaffUser:
+    before = _snapshot(user)
+    user.name = name.strip() or user.name
+    db.session.flush()
+    if before != _snapshot(user):
+        audit.record("staff.updated", actor=actor, subject_type="staff", subject_id=user.id,
+                     before=before, after=_snapshot(user))
+    return user
+
+
+def set_role(user: StaffUser, role: Role | str, *, actor: Actor) -> StaffUser:
+    try:
+        role = Role(role)
+    except ValueError as exc:
+        raise StaffError(f"Unknown role {role!r}.", {"role": ["invalid"]}) from exc
+    if user.role == role:
+        return user
+    before = _snapshot(user)
+    user.role = role
+    db.session.flush()
+    audit.record("staff.role_changed", actor=actor, subject_type="staff", subject_id=user.id,
+                 before=before, after=_snapshot(user))
+    return user
+
+
+def deactivate(user: StaffUser, *, actor: Actor) -> StaffUser:
+    """Deactivation also ends every live session of the user at once."""
+    if not user.active:
+        return user
+    before = _snapshot(user)
+    user.active = False
+    _revoke_sessions(user.id)
+    db.session.flush()
+    audit.record("staff.deactivated", actor=actor, subject_type="staff", subject_id=user.id,
+                 before=before, after=_snapshot(user))
+    return user
+
+
+def reactivate(user: StaffUser, *, actor: Actor) -> StaffUser:
+    if user.active:
+        return user
+    before = _snapshot(user)
+    user.active = True
+    db.session.flush()
+    audit.record("staff.reactivated", actor=actor, subject_type="staff", subject_id=user.id,
+                 before=before, after=_snapshot(user))
+    return user
+
+
+def set_password(user: StaffUser, password: str, *, actor: Actor) -> StaffUser:
+    problems = password_problems(password, email=user.email)
+    if problems:
+        raise StaffError("The password does not meet the policy.", {"password": problems})
+    user.password_hash = hash_password(password)
+    _revoke_sessions(user.id)
+    db.session.flush()
+    audit.record("staff.password_set", actor=actor, subject_type="staff", subject_id=user.id)
+    return user
+
+
+def _revoke_sessions(staff_id: int) -> None:
+    db.session.execute(
+        update(StaffSession)
+        .where(StaffSession.staff_id == staff_id, StaffSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SignIn:
+    user: StaffUser
+    session_token: str
+
+
+def sign_in(email: str, password: str, *, ip: str | None, user_agent: str | None) -> SignIn | None:
+    """Check credentials and open a server-side session. Unknown users cost one hash check
+    too, and the caller shows one generic message either way."""
+    user = find_by_email(email)
+    if user is None:
+        spend_a_verification(password)
+    elif verify_password(user.password_hash, password) and user.active:
+        if needs_rehash(user.password_hash):
+            user.password_hash = hash_password(password)
+        token = secrets.token_urlsafe(32)
+        db.session.add(
+            StaffSession(
+                token_hash=_token_hash(token),
+                staff_id=user.id,
+                ip=ip,
+                user_agent=(user_agent or "")[:255] or None,
+            )
+        )
+        user.last_sign_in_at = utcnow()
+        db.session.flush()
+        audit.record("staff.signed_in", actor=Actor.staff(user, ip), subject_type="staff", subject_id=user.id)
+        return SignIn(user, token)
+    audit.record(
+        "staff.sign_in_failed",
+        actor=Actor(kind="staff", id=str(user.id) if user else None, label=email[:255], ip=ip),
+        subject_type="staff",
+        subject_id=user.id if user else None,
+    )
+    return None
+
+
+def session_user(token: str | None, *, now: datetime | None = None) -> StaffUser | None:
+    """The active user behind a session token, or None once it is signed out or deactivated."""
+    if not token:
+        return None
+    session = db.session.get(StaffSession, _token_hash(token))
+    if session is None or session.revoked_at is not None or not session.user.active:
+        return None
+    now = now or utcnow()
+    if (now - session.last_seen_at).total_seconds() > SESSION_TOUCH_SECONDS:
+        session.last_seen_at = now
+    return session.user
+
+
+def sign_out(token: str | None, *, actor: Actor) -> None:
+    if not token:
+        return
+    session = db.session.get(StaffSession, _token_hash(token))
+    if session is None or session.revoked_at is not None:
+        return
+    session.revoked_at = utcnow()
+    db.session.flush()
+    audit.record("staff.signed_out", actor=actor, subject_type="staff", subject_id=session.staff_id)

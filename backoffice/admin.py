@@ -98,9 +98,9 @@ def build_admin(app: Flask) -> Admin:
         index_view=HomeView(name="Home", url="/admin"),
     )
     admin.init_app(app)
-    admin.add_view(StaffView(StaffUser, db.session, name="Staff", endpoint="staff", category="Administration"))
-    admin.add_view(AuditEventView(db.session, name="Audit log", endpoint="audit", category="Administration"))
-    admin.add_view(OutboxView(db.session, name="Outbox", endpoint="outbox", category="Administration"))
+    admin.add_view(StaffView(StaffUser, db, name="Staff", endpoint="staff", category="Administration"))
+    admin.add_view(AuditEventView(db, name="Audit log", endpoint="audit", category="Administration"))
+    admin.add_view(OutboxView(db, name="Outbox", endpoint="outbox", category="Administration"))
     admin.add_view(FailedJobsView(name="Failed jobs", endpoint="failed_jobs", category="Administration"))
     if app.config["APP_ENV"] != "production":
         admin.add_view(DevMailboxView(name="Dev mailbox", endpoint="dev_mailbox", url="/admin/dev-mailbox"))

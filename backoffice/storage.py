@@ -125,17 +125,25 @@ class S3Storage:
 
     name = "s3"
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, client: Any = None):
-        import boto3
-        from botocore.config import Config
-
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = client or boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=Config(connect_timeout=3, read_timeout=20, retries={"max_attempts": 2}),
-        )
+        self.endpoint_url = endpoint_url
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """Made on first use, so starting the app never waits on AWS credential discovery."""
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                config=Config(connect_timeout=3, read_timeout=20, retries={"max_attempts": 2}),
+            )
+        return self._client
 
     def _object_key(self, key: str) -> str:
         validate_key(key)

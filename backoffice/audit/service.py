@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,11 +135,18 @@ class ChainReport:
 
 def verify_chain(batch_size: int = 1000) -> ChainReport:
     """Walk the whole log and report the first link that does not hold."""
+    result = db.session.execute(
+        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=batch_size)
+    )
+    try:
+        return _walk(result.scalars())
+    finally:
+        result.close()
+
+
+def _walk(events: Iterable[AuditEvent]) -> ChainReport:
     expected_seq, expected_prev = 1, GENESIS_HASH
     checked = 0
-    events = db.session.execute(
-        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=batch_size)
-    ).scalars()
     for event in events:
         if event.seq != expected_seq:
             return ChainReport(

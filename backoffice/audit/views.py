@@ -29,8 +29,8 @@ class AuditEventView(RoleView):
         "subject_id", "before", "after", "ip", "prev_hash", "hash",
     )
 
-    def __init__(self, session, **kwargs):
-        super().__init__(AuditEvent, session, **kwargs)
+    def __init__(self, database, **kwargs):
+        super().__init__(AuditEvent, database, **kwargs)
 
     @expose("/verify/", methods=("POST",))
     def verify(self):

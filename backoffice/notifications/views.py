@@ -27,8 +27,8 @@ class OutboxView(RoleView):
     column_searchable_list = ("recipient",)
     column_details_exclude_list = ("body_html",)
 
-    def __init__(self, session, **kwargs):
-        super().__init__(OutboxMessage, session, **kwargs)
+    def __init__(self, database, **kwargs):
+        super().__init__(OutboxMessage, database, **kwargs)
 
     @action("retry", "Send again", "Send the selected given-up messages again?")
     def action_retry(self, ids):

@@ -1,10 +1,10 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, EmailField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Email, Length
 
 from backoffice.staff.models import Role
 
-ROLE_CHOICES = [(role.value, role.value.replace("_", " ").capitalize()) for role in Role]
+ROLE_CHOICES = [SelectChoice(role.value, role.value.replace("_", " ").capitalize()) for role in Role]
 
 
 class LoginForm(FlaskForm):

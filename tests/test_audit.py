@@ -1,0 +1,199 @@
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DatabaseError
+
+from backoffice import audit
+from backoffice.audit.models import AuditEvent
+from backoffice.audit.service import Actor, verify_chain
+from backoffice.extensions import db
+from backoffice.staff.models import Role
+
+from tests.conftest import POSTGRES_URL, requires_postgres
+from tests.factories import signed_in_client
+
+ACTOR = Actor.staff(type("U", (), {"id": 7, "email": "legal@ventanilla.example"})(), "203.0.113.9")
+
+
+def _write_events(count: int) -> None:
+    for number in range(count):
+        audit.record("application.reviewed", actor=ACTOR, subject_type="application", subject_id=number,
+                     before={"status": "submitted"}, after={"status": "in_review", "n": number})
+    db.session.commit()
+
+
+def _raw(sql: str) -> None:
+    """What a database administrator could do by hand, bypassing the append-only triggers."""
+    with db.engine.begin() as connection:
+        if POSTGRES_URL:
+            connection.execute(text("SET LOCAL session_replication_role = replica"))
+            connection.execute(text(sql))
+        else:
+            connection.execute(text("DROP TRIGGER audit_events_no_update"))
+            connection.execute(text("DROP TRIGGER audit_events_no_delete"))
+            connection.execute(text(sql))
+
+
+def test_event_keeps_who_what_which_record_before_after_ip_and_time(app):
+    event = audit.record("staff.role_changed", actor=ACTOR, subject_type="staff", subject_id=3,
+                         before={"role": "call_agent"}, after={"role": "supervisor"})
+    db.session.commit()
+
+    stored = db.session.get(AuditEvent, event.seq)
+    assert (stored.actor_kind, stored.actor_id, stored.actor_label) == ("staff", "7", "legal@ventanilla.example")
+    assert (stored.action, stored.subject_type, stored.subject_id) == ("staff.role_changed", "staff", "3")
+    assert stored.before == {"role": "call_agent"} and stored.after == {"role": "supervisor"}
+    assert stored.ip == "203.0.113.9"
+    assert stored.occurred_at.tzinfo is not None
+
+
+def test_events_are_numbered_and_chained(app):
+    _write_events(3)
+
+    events = db.session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars().all()
+    assert [event.seq for event in events] == [1, 2, 3]
+    assert events[0].prev_hash == "0" * 64
+    assert events[1].prev_hash == events[0].hash
+    assert events[2].prev_hash == events[1].hash
+
+
+def test_an_event_rolls_back_with_the_change_it_describes(app):
+    _write_events(1)
+    audit.record("application.approved", actor=ACTOR, subject_type="application", subject_id=1)
+    db.session.rollback()
+    _write_events(1)
+
+    assert verify_chain().ok
+    assert verify_chain().checked == 2
+
+
+def test_verify_reports_an_intact_chain(app):
+    _write_events(5)
+
+    report = verify_chain()
+
+    assert report.ok and report.checked == 5
+
+
+def test_verify_finds_an_edited_event(app):
+    _write_events(5)
+    _raw("UPDATE audit_events SET action = 'application.approved' WHERE seq = 3")
+
+    report = verify_chain()
+
+    assert (report.ok, report.broken_at) == (False, 3)
+    assert "changed" in report.problem
+
+
+def test_verify_finds_an_edit_that_recomputed_the_hash(app):
+    _write_events(5)
+    forged = db.session.get(AuditEvent, 3)
+    forged.after = {"status": "approved"}
+    from backoffice.audit.service import event_hash
+
+    new_hash = event_hash(forged)
+    db.session.rollback()
+    _raw(f"UPDATE audit_events SET after = '{{\"status\": \"approved\"}}', hash = '{new_hash}' WHERE seq = 3")
+
+    report = verify_chain()
+
+    assert (report.ok, report.broken_at) == (False, 4)
+
+
+def test_verify_finds_a_deleted_event(app):
+    _write_events(5)
+    _raw("DELETE FROM audit_events WHERE seq = 2")
+
+    report = verify_chain()
+
+    assert (report.ok, report.broken_at) == (False, 3)
+    assert "missing" in report.problem
+
+
+def test_verify_finds_events_cut_from_the_end(app):
+    _write_events(5)
+    _raw("DELETE FROM audit_events WHERE seq >= 4")
+
+    report = verify_chain()
+
+    assert report.ok is False
+    assert "ends at event 3" in report.problem
+
+
+def test_cli_verify_exits_non_zero_on_a_broken_chain(app):
+    _write_events(3)
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0
+
+    _raw("UPDATE audit_events SET ip = '198.51.100.1' WHERE seq = 2")
+    result = runner.invoke(args=["audit", "verify"])
+
+    assert result.exit_code == 1
+    assert "BROKEN at event 2" in result.output
+
+
+def test_the_database_refuses_updates_to_audit_events(app):
+    _write_events(1)
+
+    with pytest.raises(DatabaseError, match="append-only"):
+        db.session.execute(text("UPDATE audit_events SET action = 'x' WHERE seq = 1"))
+    db.session.rollback()
+
+
+def test_the_database_refuses_deletes_of_audit_events(app):
+    _write_events(1)
+
+    with pytest.raises(DatabaseError, match="append-only"):
+        db.session.execute(text("DELETE FROM audit_events"))
+    db.session.rollback()
+
+
+@requires_postgres
+def test_postgres_refuses_truncating_the_audit_log(app):
+    _write_events(1)
+
+    with pytest.raises(DatabaseError, match="append-only"):
+        db.session.execute(text("TRUNCATE audit_events"))
+    db.session.rollback()
+
+
+def test_audit_view_lists_events_for_supervisors_without_edit_or_delete(app):
+    _write_events(2)
+    client, _ = signed_in_client(app, Role.SUPERVISOR)
+
+    page = client.get("/admin/audit/").get_data(as_text=True)
+
+    assert "application.reviewed" in page
+    assert client.get("/admin/audit/edit/?id=1").status_code in (302, 404)
+    assert client.get("/admin/audit/new/").status_code in (302, 404)
+    assert db.session.get(AuditEvent, 1) is not None
+
+
+def test_audit_view_filters_by_action_and_date_range(app):
+    _write_events(2)
+    audit.record("staff.deactivated", actor=ACTOR, subject_type="staff", subject_id=9)
+    db.session.commit()
+    client, _ = signed_in_client(app, Role.ADMIN)
+    view = app.extensions["admin"][0]._views[2]
+    action_filter = next(i for i, f in enumerate(view._filters) if f.name == "Action" and f.operation() == "equals")
+    date_filter = next(i for i, f in enumerate(view._filters) if f.name == "When" and "between" in f.operation())
+
+    by_action = client.get("/admin/audit/", query_string={f"flt0_{action_filter}": "staff.deactivated"})
+    by_date = client.get(
+        "/admin/audit/", query_string={f"flt0_{date_filter}": "2000-01-01 00:00:00 to 2000-12-31 00:00:00"}
+    )
+
+    assert by_action.status_code == by_date.status_code == 200
+    assert "staff.deactivated" in by_action.get_data(as_text=True)
+    assert "application.reviewed" not in by_action.get_data(as_text=True)
+    assert "application.reviewed" not in by_date.get_data(as_text=True)
+
+
+def test_audit_view_verify_button_reports_the_result(app):
+    _write_events(2)
+    client, _ = signed_in_client(app, Role.ADMIN)
+    from tests.conftest import csrf_token_from
+
+    response = client.post("/admin/audit/verify/", data={"csrf_token": csrf_token_from(client, "/admin/audit/")},
+                           follow_redirects=True)
+
+    assert "Audit log intact" in response.get_data(as_text=True)

@@ -8,11 +8,9 @@ from typing import Any
 from flask import Blueprint, abort, current_app, send_file, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from backoffice.storage import InvalidKey, StorageError, content_disposition
+from backoffice.storage import InvalidKey, StorageError, content_disposition, servable_content_type
 
 files = Blueprint("files", __name__)
-
-SERVABLE_TYPES = {"application/pdf", "image/jpeg", "image/png"}
 
 
 def _serializer() -> URLSafeSerializer:
@@ -37,12 +35,7 @@ def download(token: str):
         stream = storage.open(claims["key"])
     except (InvalidKey, StorageError):
         abort(404)
-    content_type = claims.get("content_type")
-    response = send_file(
-        stream,
-        mimetype=content_type if content_type in SERVABLE_TYPES else "application/octet-stream",
-        max_age=0,
-    )
+    response = send_file(stream, mimetype=servable_content_type(claims.get("content_type")), max_age=0)
     response.headers["Content-Disposition"] = content_disposition(
         claims.get("filename") or "document", bool(claims.get("inline"))
     )

@@ -19,6 +19,19 @@ from backoffice.web import staff_actor
 PAGE_SIZE = 100
 
 
+def _describe(job: Job) -> dict[str, object]:
+    result = job.latest_result()
+    traceback = (result.exc_string or "").strip() if result is not None else ""
+    return {
+        "id": job.id,
+        "function": job.args[0] if job.args else job.func_name,
+        "arguments": job.args[1:],
+        "ended_at": job.ended_at,
+        "error": traceback.splitlines()[-1] if traceback else "",
+        "traceback": traceback,
+    }
+
+
 class FailedJobsView(RoleBaseView):
     allowed_roles = (Role.ADMIN,)
 
@@ -34,7 +47,7 @@ class FailedJobsView(RoleBaseView):
             try:
                 registry = queue.queue.failed_job_registry
                 ids = registry.get_job_ids(0, PAGE_SIZE - 1)
-                jobs = [job for job in Job.fetch_many(ids, connection=queue.connection) if job is not None]
+                jobs = [_describe(job) for job in Job.fetch_many(ids, connection=queue.connection) if job]
             except RedisError as exc:
                 error = f"Redis is not reachable: {exc}"
         return self.render("admin/failed_jobs.html", inline=queue is None, jobs=jobs, error=error, form=FlaskForm())

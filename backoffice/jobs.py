@@ -124,4 +124,6 @@ def enqueue_after_commit(
             if on_failure is not None:
                 on_failure()
 
-    db.session.after_commit(push)
+    # `db.session` is a scoped_session, which proxies only SQLAlchemy's own Session methods;
+    # calling it returns this context's AppSession, where `after_commit` lives.
+    db.session().after_commit(push)

@@ -19,6 +19,8 @@ from urllib.parse import unquote, urlsplit
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*(/[a-z0-9][a-z0-9_.-]*)*$")
 CHUNK_SIZE = 1024 * 1024
+# Types a download may be served as; anything else (HTML, SVG, ...) goes out as opaque bytes.
+SERVABLE_TYPES = {"application/pdf", "image/jpeg", "image/png"}
 
 
 class StorageError(Exception):
@@ -47,14 +49,14 @@ class DocumentStorage(Protocol):
 
 def new_key(prefix: str) -> str:
     """`<prefix>/<yyyy>/<mm>/<random>`: the prefix names the kind of document, the rest is ours."""
-    if not KEY_PATTERN.match(prefix):
+    if not KEY_PATTERN.fullmatch(prefix):
         raise InvalidKey(f"bad key prefix {prefix!r}")
     today = datetime.now(UTC)
     return f"{prefix}/{today:%Y/%m}/{secrets.token_hex(16)}"
 
 
 def validate_key(key: str) -> str:
-    if not isinstance(key, str) or not KEY_PATTERN.match(key) or ".." in key:
+    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key) or ".." in key:
         raise InvalidKey(f"refused storage key {key!r}")
     return key
 
@@ -65,7 +67,11 @@ def content_disposition(filename: str, inline: bool) -> str:
 
     ascii_name = re.sub(r"[^A-Za-z0-9._ -]", "_", filename)[:150] or "document"
     kind = "inline" if inline else "attachment"
-    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename[:150])}"
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename[:150], safe='')}"
+
+
+def servable_content_type(content_type: str | None) -> str:
+    return content_type if content_type in SERVABLE_TYPES else "application/octet-stream"
 
 
 class LocalStorage:
@@ -101,7 +107,7 @@ class LocalStorage:
     def open(self, key: str) -> IO[bytes]:
         try:
             return self.path_for(key).open("rb")
-        except FileNotFoundError as exc:
+        except OSError as exc:
             raise StorageError(f"no document at {key}") from exc
 
     def url(self, key: str, *, filename: str, content_type: str, inline: bool = False, expires_in: int = 300) -> str:
@@ -179,7 +185,7 @@ class S3Storage:
                 "Bucket": self.bucket,
                 "Key": self._object_key(key),
                 "ResponseContentDisposition": content_disposition(filename, inline),
-                "ResponseContentType": content_type,
+                "ResponseContentType": servable_content_type(content_type),
             },
             ExpiresIn=expires_in,
         )
@@ -188,13 +194,15 @@ class S3Storage:
         self._call("delete_object", Bucket=self.bucket, Key=self._object_key(key))
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._object_key(key))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
+            raise StorageError(f"S3 head_object failed: {exc}") from exc
+        except BotoCoreError as exc:
             raise StorageError(f"S3 head_object failed: {exc}") from exc
         return True
 

@@ -85,6 +85,12 @@ def update_staff(user: StaffUser, *, name: str, actor: Actor) -> StaffUser:
     return user
 
 
+def _refuse_self_lockout(user: StaffUser, actor: Actor, what: str) -> None:
+    """An admin who demotes or deactivates themselves can lock everyone out of staff management."""
+    if actor.kind == "staff" and actor.id == str(user.id):
+        raise StaffError(f"You cannot {what} yourself; ask another admin.", {"role": ["self_lockout"]})
+
+
 def set_role(user: StaffUser, role: Role | str, *, actor: Actor) -> StaffUser:
     try:
         role = Role(role)
@@ -92,6 +98,7 @@ def set_role(user: StaffUser, role: Role | str, *, actor: Actor) -> StaffUser:
         raise StaffError(f"Unknown role {role!r}.", {"role": ["invalid"]}) from exc
     if user.role == role:
         return user
+    _refuse_self_lockout(user, actor, "change the role of")
     before = _snapshot(user)
     user.role = role
     db.session.flush()
@@ -104,6 +111,7 @@ def deactivate(user: StaffUser, *, actor: Actor) -> StaffUser:
     """Deactivation also ends every live session of the user at once."""
     if not user.active:
         return user
+    _refuse_self_lockout(user, actor, "deactivate")
     before = _snapshot(user)
     user.active = False
     _revoke_sessions(user.id)

@@ -34,7 +34,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(
-        app, db, directory=str(ROOT / "migrations"), compare_type=True, render_as_batch=True,
+        app,
+        db,
+        directory=str(ROOT / "migrations"),
+        compare_type=True,
+        render_as_batch=True,
         render_item=render_migration_item,
     )
     csrf.init_app(app)

@@ -27,16 +27,44 @@ DEMO_STAFF = (
 
 # tax_id, kind, name, email, phone, [(policy number, product, status, coverage)]
 DEMO_HOLDERS = (
-    ("12345678Z", HolderKind.PERSON, "María García López", "maria.garcia@correo.example", "+34612345612",
-     [("AUT-0001001", "auto", "active", "Todo riesgo con franquicia"),
-      ("HOG-0002001", "home", "active", "Continente y contenido")]),
-    ("X1234567L", HolderKind.PERSON, "John Smith", "john.smith@mail.example", "+34622000111",
-     [("VID-0003001", "life", "active", "Vida riesgo 150.000 EUR")]),
-    ("87654321X", HolderKind.PERSON, "José Martínez Ruiz", "jose.martinez@correo.example", "+34633444555",
-     [("AUT-0001002", "auto", "lapsed", "Terceros ampliado")]),
-    ("B12345674", HolderKind.COMPANY, "Transportes Ejemplo S.L.", "flota@transportes.example", "+34911222333",
-     [("FLO-0004001", "fleet", "active", "Flota de 12 vehículos"),
-      ("TRA-0005001", "transport", "active", "Mercancías en tránsito")]),
+    (
+        "12345678Z",
+        HolderKind.PERSON,
+        "María García López",
+        "maria.garcia@correo.example",
+        "+34612345612",
+        [
+            ("AUT-0001001", "auto", "active", "Todo riesgo con franquicia"),
+            ("HOG-0002001", "home", "active", "Continente y contenido"),
+        ],
+    ),
+    (
+        "X1234567L",
+        HolderKind.PERSON,
+        "John Smith",
+        "john.smith@mail.example",
+        "+34622000111",
+        [("VID-0003001", "life", "active", "Vida riesgo 150.000 EUR")],
+    ),
+    (
+        "87654321X",
+        HolderKind.PERSON,
+        "José Martínez Ruiz",
+        "jose.martinez@correo.example",
+        "+34633444555",
+        [("AUT-0001002", "auto", "lapsed", "Terceros ampliado")],
+    ),
+    (
+        "B12345674",
+        HolderKind.COMPANY,
+        "Transportes Ejemplo S.L.",
+        "flota@transportes.example",
+        "+34911222333",
+        [
+            ("FLO-0004001", "fleet", "active", "Flota de 12 vehículos"),
+            ("TRA-0005001", "transport", "active", "Mercancías en tránsito"),
+        ],
+    ),
 )
 
 

@@ -50,7 +50,9 @@ class FailedJobsView(RoleBaseView):
                 jobs = [_describe(job) for job in Job.fetch_many(ids, connection=queue.connection) if job]
             except RedisError as exc:
                 error = f"Redis is not reachable: {exc}"
-        return self.render("admin/failed_jobs.html", inline=queue is None, jobs=jobs, error=error, form=FlaskForm())
+        return self.render(
+            "admin/failed_jobs.html", inline=queue is None, jobs=jobs, error=error, form=FlaskForm()
+        )
 
     @expose("/<job_id>/<operation>", methods=("POST",))
     def act(self, job_id: str, operation: str):

@@ -14,7 +14,7 @@ MIN_LENGTH = 12
 MAX_LENGTH = 128
 MIN_LOWERCASE = 3
 MAX_RUN = 3
-_RUN_TOO_LONG = re.compile(r"(.)\1{%d,}" % MAX_RUN, re.DOTALL)
+_RUN_TOO_LONG = re.compile(rf"(.)\1{{{MAX_RUN},}}", re.DOTALL)
 
 
 def hash_password(password: str) -> str:

@@ -38,7 +38,9 @@ class DocumentStorage(Protocol):
 
     def open(self, key: str) -> IO[bytes]: ...
 
-    def url(self, key: str, *, filename: str, content_type: str, inline: bool = False, expires_in: int = 300) -> str: ...
+    def url(
+        self, key: str, *, filename: str, content_type: str, inline: bool = False, expires_in: int = 300
+    ) -> str: ...
 
     def delete(self, key: str) -> None: ...
 
@@ -110,7 +112,9 @@ class LocalStorage:
         except OSError as exc:
             raise StorageError(f"no document at {key}") from exc
 
-    def url(self, key: str, *, filename: str, content_type: str, inline: bool = False, expires_in: int = 300) -> str:
+    def url(
+        self, key: str, *, filename: str, content_type: str, inline: bool = False, expires_in: int = 300
+    ) -> str:
         validate_key(key)
         claims = {"key": key, "filename": filename, "content_type": content_type, "inline": inline}
         return self.url_signer(claims, expires_in)
@@ -177,7 +181,9 @@ class S3Storage:
     def open(self, key: str) -> IO[bytes]:
         return self._call("get_object", Bucket=self.bucket, Key=self._object_key(key))["Body"]
 
-    def url(self, key: str, *, filename: str, content_type: str, inline: bool = False, expires_in: int = 300) -> str:
+    def url(
+        self, key: str, *, filename: str, content_type: str, inline: bool = False, expires_in: int = 300
+    ) -> str:
         return self._call(
             "generate_presigned_url",
             ClientMethod="get_object",
@@ -210,7 +216,9 @@ class S3Storage:
         self._call("head_bucket", Bucket=self.bucket)
 
 
-def build_storage(config: dict[str, Any], url_signer: Callable[[dict[str, Any], int], str]) -> DocumentStorage:
+def build_storage(
+    config: dict[str, Any], url_signer: Callable[[dict[str, Any], int], str]
+) -> DocumentStorage:
     url = config["STORAGE_URL"]
     parts = urlsplit(url)
     if parts.scheme == "s3":

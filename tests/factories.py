@@ -16,11 +16,20 @@ TEST_ACTOR = Actor.system("tests")
 _sequence = itertools.count(1)
 
 
-def make_staff(role: Role = Role.ADMIN, *, email: str | None = None, name: str | None = None,
-               password: str = STAFF_PASSWORD, active: bool = True) -> StaffUser:
+def make_staff(
+    role: Role = Role.ADMIN,
+    *,
+    email: str | None = None,
+    name: str | None = None,
+    password: str = STAFF_PASSWORD,
+    active: bool = True,
+) -> StaffUser:
     number = next(_sequence)
     user = staff_service.create_staff(
-        email or f"staff{number}@ventanilla.example", name or f"Staff Member {number}", role, password,
+        email or f"staff{number}@ventanilla.example",
+        name or f"Staff Member {number}",
+        role,
+        password,
         actor=TEST_ACTOR,
     )
     if not active:

@@ -10,7 +10,6 @@ from backoffice.jobs import enqueue_after_commit
 from backoffice.notifications import service as notifications
 from backoffice.notifications.models import OutboxMessage, OutboxStatus
 from backoffice.staff.models import Role
-
 from tests.conftest import csrf_token_from
 from tests.factories import signed_in_client
 from tests.test_jobs import failing_job
@@ -86,11 +85,15 @@ def test_outbox_view_retries_given_up_messages(make_app):
         client, _ = signed_in_client(app, Role.ADMIN)
         token = csrf_token_from(client, "/admin/outbox/")
 
-        client.post("/admin/outbox/action/", data={"csrf_token": token, "action": "retry", "rowid": [message.id]})
+        client.post(
+            "/admin/outbox/action/", data={"csrf_token": token, "action": "retry", "rowid": [message.id]}
+        )
 
         db.session.refresh(message)
         assert message.status == OutboxStatus.SENT
-        assert db.session.execute(select(AuditEvent).where(AuditEvent.action == "outbox.retried")).scalar_one()
+        assert db.session.execute(
+            select(AuditEvent).where(AuditEvent.action == "outbox.retried")
+        ).scalar_one()
 
 
 def test_dev_mailbox_shows_messages_with_clickable_links(make_app):
@@ -99,7 +102,9 @@ def test_dev_mailbox_shows_messages_with_clickable_links(make_app):
         notifications.queue_email("ana@correo.example", "test_message", {}, language="en")
         notifications.queue_sms("+34612345678", "test_message", {})
         db.session.commit()
-        message = db.session.execute(select(OutboxMessage).where(OutboxMessage.channel == "email")).scalar_one()
+        message = db.session.execute(
+            select(OutboxMessage).where(OutboxMessage.channel == "email")
+        ).scalar_one()
         message_body_with_link = "Open http://localhost:5000/portal/verify-email?token=abc"
         message.body_text = message_body_with_link
         db.session.commit()

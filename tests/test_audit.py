@@ -7,7 +7,6 @@ from backoffice.audit.models import AuditEvent
 from backoffice.audit.service import Actor, verify_chain
 from backoffice.extensions import db
 from backoffice.staff.models import Role
-
 from tests.conftest import POSTGRES_URL, requires_postgres
 from tests.factories import signed_in_client
 
@@ -16,8 +15,14 @@ ACTOR = Actor.staff(type("U", (), {"id": 7, "email": "legal@ventanilla.example"}
 
 def _write_events(count: int) -> None:
     for number in range(count):
-        audit.record("application.reviewed", actor=ACTOR, subject_type="application", subject_id=number,
-                     before={"status": "submitted"}, after={"status": "in_review", "n": number})
+        audit.record(
+            "application.reviewed",
+            actor=ACTOR,
+            subject_type="application",
+            subject_id=number,
+            before={"status": "submitted"},
+            after={"status": "in_review", "n": number},
+        )
     db.session.commit()
 
 
@@ -34,12 +39,22 @@ def _raw(sql: str) -> None:
 
 
 def test_event_keeps_who_what_which_record_before_after_ip_and_time(app):
-    event = audit.record("staff.role_changed", actor=ACTOR, subject_type="staff", subject_id=3,
-                         before={"role": "call_agent"}, after={"role": "supervisor"})
+    event = audit.record(
+        "staff.role_changed",
+        actor=ACTOR,
+        subject_type="staff",
+        subject_id=3,
+        before={"role": "call_agent"},
+        after={"role": "supervisor"},
+    )
     db.session.commit()
 
     stored = db.session.get(AuditEvent, event.seq)
-    assert (stored.actor_kind, stored.actor_id, stored.actor_label) == ("staff", "7", "legal@ventanilla.example")
+    assert (stored.actor_kind, stored.actor_id, stored.actor_label) == (
+        "staff",
+        "7",
+        "legal@ventanilla.example",
+    )
     assert (stored.action, stored.subject_type, stored.subject_id) == ("staff.role_changed", "staff", "3")
     assert stored.before == {"role": "call_agent"} and stored.after == {"role": "supervisor"}
     assert stored.ip == "203.0.113.9"
@@ -174,8 +189,12 @@ def test_audit_view_filters_by_action_and_date_range(app):
     db.session.commit()
     client, _ = signed_in_client(app, Role.ADMIN)
     view = app.extensions["admin"][0]._views[2]
-    action_filter = next(i for i, f in enumerate(view._filters) if f.name == "Action" and f.operation() == "equals")
-    date_filter = next(i for i, f in enumerate(view._filters) if f.name == "When" and "between" in f.operation())
+    action_filter = next(
+        i for i, f in enumerate(view._filters) if f.name == "Action" and f.operation() == "equals"
+    )
+    date_filter = next(
+        i for i, f in enumerate(view._filters) if f.name == "When" and "between" in f.operation()
+    )
 
     by_action = client.get("/admin/audit/", query_string={f"flt0_{action_filter}": "staff.deactivated"})
     by_date = client.get(
@@ -193,7 +212,10 @@ def test_audit_view_verify_button_reports_the_result(app):
     client, _ = signed_in_client(app, Role.ADMIN)
     from tests.conftest import csrf_token_from
 
-    response = client.post("/admin/audit/verify/", data={"csrf_token": csrf_token_from(client, "/admin/audit/")},
-                           follow_redirects=True)
+    response = client.post(
+        "/admin/audit/verify/",
+        data={"csrf_token": csrf_token_from(client, "/admin/audit/")},
+        follow_redirects=True,
+    )
 
     assert "Audit log intact" in response.get_data(as_text=True)

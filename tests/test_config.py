@@ -3,8 +3,15 @@ import pytest
 from backoffice import create_app
 from backoffice.config import ConfigError, load_config
 
-PRODUCTION_NAMES = ("SECRET_KEY", "DATABASE_URL", "REDIS_URL", "STORAGE_URL", "SMTP_URL", "SMS_WEBHOOK_URL",
-                    "SIGNING_CERT_PATH")
+PRODUCTION_NAMES = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "STORAGE_URL",
+    "SMTP_URL",
+    "SMS_WEBHOOK_URL",
+    "SIGNING_CERT_PATH",
+)
 
 
 def test_fresh_checkout_runs_on_embedded_defaults(tmp_path):
@@ -40,9 +47,13 @@ def test_production_refuses_sqlite_and_local_storage(tmp_path):
     cert = tmp_path / "signing.p12"
     cert.write_bytes(b"x")
     environ = {
-        "APP_ENV": "production", "SECRET_KEY": "k" * 64, "DATABASE_URL": "sqlite:////tmp/x.db",
-        "REDIS_URL": "redis://127.0.0.1:6379/0", "STORAGE_URL": "file:///srv/documents",
-        "SMTP_URL": "smtp://mail.example:587", "SMS_WEBHOOK_URL": "https://sms.example/send",
+        "APP_ENV": "production",
+        "SECRET_KEY": "k" * 64,
+        "DATABASE_URL": "sqlite:////tmp/x.db",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "STORAGE_URL": "file:///srv/documents",
+        "SMTP_URL": "smtp://mail.example:587",
+        "SMS_WEBHOOK_URL": "https://sms.example/send",
         "SIGNING_CERT_PATH": str(cert),
     }
 
@@ -57,9 +68,13 @@ def test_complete_production_settings_are_accepted_with_secure_cookies(tmp_path)
     cert = tmp_path / "signing.p12"
     cert.write_bytes(b"x")
     environ = {
-        "APP_ENV": "production", "SECRET_KEY": "k" * 64, "DATABASE_URL": "postgres://db.internal/ventanilla",
-        "REDIS_URL": "redis://127.0.0.1:6379/0", "STORAGE_URL": "s3://documents/ventanilla",
-        "SMTP_URL": "smtp://mail.example:587", "SMS_WEBHOOK_URL": "https://sms.example/send",
+        "APP_ENV": "production",
+        "SECRET_KEY": "k" * 64,
+        "DATABASE_URL": "postgres://db.internal/ventanilla",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "STORAGE_URL": "s3://documents/ventanilla",
+        "SMTP_URL": "smtp://mail.example:587",
+        "SMS_WEBHOOK_URL": "https://sms.example/send",
         "SIGNING_CERT_PATH": str(cert),
     }
 

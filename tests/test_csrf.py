@@ -1,5 +1,4 @@
 from backoffice.staff.models import Role
-
 from tests.factories import make_staff, signed_in_client
 
 
@@ -18,7 +17,12 @@ def test_admin_form_without_csrf_token_is_rejected(app):
 
     response = client.post(
         "/admin/staff/new/",
-        data={"email": "new@ventanilla.example", "name": "New", "role": "admin", "password": "Correct-horse-42!"},
+        data={
+            "email": "new@ventanilla.example",
+            "name": "New",
+            "role": "admin",
+            "password": "Correct-horse-42!",
+        },
     )
 
     assert response.status_code == 400

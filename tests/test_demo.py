@@ -4,7 +4,6 @@ from backoffice.customers.models import Policy, Policyholder
 from backoffice.demo import DEMO_PASSWORD, DEMO_STAFF
 from backoffice.extensions import db
 from backoffice.staff.models import Role, StaffUser
-
 from tests.factories import sign_in
 
 

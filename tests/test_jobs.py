@@ -1,14 +1,13 @@
 """The job facade: work runs only after the transaction that asked for it commits."""
 
-from rq import Queue, SimpleWorker
 from redis import Redis
+from rq import Queue, SimpleWorker
 from sqlalchemy import select
 
 from backoffice import audit
 from backoffice.audit.models import AuditEvent
 from backoffice.extensions import db
 from backoffice.jobs import InlineJobQueue, RqJobQueue, enqueue_after_commit
-
 from tests.factories import TEST_ACTOR
 
 
@@ -23,9 +22,9 @@ def failing_job(label: str) -> None:
 
 
 def _job_runs() -> list[str]:
-    return list(db.session.execute(
-        select(AuditEvent.subject_id).where(AuditEvent.action == "test.job_ran")
-    ).scalars())
+    return list(
+        db.session.execute(select(AuditEvent.subject_id).where(AuditEvent.action == "test.job_ran")).scalars()
+    )
 
 
 def test_inline_job_runs_after_commit_and_commits_its_own_work(make_app):

@@ -3,7 +3,6 @@
 import pytest
 
 from backoffice.staff.models import Role
-
 from tests.factories import signed_in_client
 
 ADMIN_ONLY = {Role.ADMIN}
@@ -59,10 +58,17 @@ def test_dev_mailbox_does_not_exist_in_production(tmp_path):
 
     cert = tmp_path / "signing.p12"
     cert.write_bytes(b"not read at start-up")
-    production = create_app({
-        "APP_ENV": "production", "SECRET_KEY": "k" * 64, "DATABASE_URL": "postgresql://127.0.0.1:9/none",
-        "REDIS_URL": "redis://127.0.0.1:9/0", "STORAGE_URL": "s3://documents", "SMTP_URL": "smtp://127.0.0.1:9",
-        "SMS_WEBHOOK_URL": "http://127.0.0.1:9/sms", "SIGNING_CERT_PATH": str(cert),
-    })
+    production = create_app(
+        {
+            "APP_ENV": "production",
+            "SECRET_KEY": "k" * 64,
+            "DATABASE_URL": "postgresql://127.0.0.1:9/none",
+            "REDIS_URL": "redis://127.0.0.1:9/0",
+            "STORAGE_URL": "s3://documents",
+            "SMTP_URL": "smtp://127.0.0.1:9",
+            "SMS_WEBHOOK_URL": "http://127.0.0.1:9/sms",
+            "SIGNING_CERT_PATH": str(cert),
+        }
+    )
 
     assert "dev_mailbox" not in {view.endpoint for view in production.extensions["admin"][0]._views}

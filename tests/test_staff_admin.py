@@ -6,32 +6,43 @@ from backoffice.audit.models import AuditEvent
 from backoffice.extensions import db
 from backoffice.staff import service
 from backoffice.staff.models import Role, StaffUser
-
 from tests.conftest import csrf_token_from
 from tests.factories import STAFF_PASSWORD, make_staff, sign_in, signed_in_client
 
 
 def _actions(subject_id) -> list[str]:
-    return list(db.session.execute(
-        select(AuditEvent.action).where(AuditEvent.subject_type == "staff",
-                                        AuditEvent.subject_id == str(subject_id)).order_by(AuditEvent.seq)
-    ).scalars())
+    return list(
+        db.session.execute(
+            select(AuditEvent.action)
+            .where(AuditEvent.subject_type == "staff", AuditEvent.subject_id == str(subject_id))
+            .order_by(AuditEvent.seq)
+        ).scalars()
+    )
 
 
 def test_admin_creates_a_staff_user_through_the_form(app):
     client, admin = signed_in_client(app, Role.ADMIN)
     token = csrf_token_from(client, "/admin/staff/new/")
 
-    response = client.post("/admin/staff/new/", data={
-        "csrf_token": token, "email": "New.Agent@Ventanilla.example", "name": "Nuria Nueva",
-        "role": "call_agent", "password": STAFF_PASSWORD,
-    })
+    response = client.post(
+        "/admin/staff/new/",
+        data={
+            "csrf_token": token,
+            "email": "New.Agent@Ventanilla.example",
+            "name": "Nuria Nueva",
+            "role": "call_agent",
+            "password": STAFF_PASSWORD,
+        },
+    )
 
     assert response.status_code == 302
     created = service.find_by_email("new.agent@ventanilla.example")
     assert (created.name, created.role) == ("Nuria Nueva", Role.CALL_AGENT)
-    event = db.session.execute(select(AuditEvent).where(AuditEvent.action == "staff.created",
-                                                       AuditEvent.subject_id == str(created.id))).scalar_one()
+    event = db.session.execute(
+        select(AuditEvent).where(
+            AuditEvent.action == "staff.created", AuditEvent.subject_id == str(created.id)
+        )
+    ).scalar_one()
     assert event.actor_id == str(admin.id)
 
 
@@ -39,10 +50,17 @@ def test_weak_password_is_refused_with_the_rules_it_breaks(app):
     client, _ = signed_in_client(app, Role.ADMIN)
     token = csrf_token_from(client, "/admin/staff/new/")
 
-    response = client.post("/admin/staff/new/", data={
-        "csrf_token": token, "email": "weak@ventanilla.example", "name": "Weak", "role": "call_agent",
-        "password": "short",
-    }, follow_redirects=True)
+    response = client.post(
+        "/admin/staff/new/",
+        data={
+            "csrf_token": token,
+            "email": "weak@ventanilla.example",
+            "name": "Weak",
+            "role": "call_agent",
+            "password": "short",
+        },
+        follow_redirects=True,
+    )
 
     page = response.get_data(as_text=True)
     assert "min_length" in page and "uppercase" in page
@@ -54,10 +72,17 @@ def test_duplicate_email_is_refused(app):
     client, _ = signed_in_client(app, Role.ADMIN)
     token = csrf_token_from(client, "/admin/staff/new/")
 
-    response = client.post("/admin/staff/new/", data={
-        "csrf_token": token, "email": existing.email.upper(), "name": "Twin", "role": "call_agent",
-        "password": STAFF_PASSWORD,
-    }, follow_redirects=True)
+    response = client.post(
+        "/admin/staff/new/",
+        data={
+            "csrf_token": token,
+            "email": existing.email.upper(),
+            "name": "Twin",
+            "role": "call_agent",
+            "password": STAFF_PASSWORD,
+        },
+        follow_redirects=True,
+    )
 
     assert "taken" in response.get_data(as_text=True)
     assert db.session.execute(select(db.func.count(StaffUser.id))).scalar() == 2
@@ -68,8 +93,15 @@ def test_admin_changes_a_role_and_it_is_audited(app):
     client, _ = signed_in_client(app, Role.ADMIN)
     url = f"/admin/staff/edit/?id={agent.id}"
 
-    client.post(url, data={"csrf_token": csrf_token_from(client, url), "name": agent.name,
-                           "role": "supervisor", "active": "y"})
+    client.post(
+        url,
+        data={
+            "csrf_token": csrf_token_from(client, url),
+            "name": agent.name,
+            "role": "supervisor",
+            "active": "y",
+        },
+    )
 
     db.session.refresh(agent)
     assert agent.role == Role.SUPERVISOR
@@ -83,7 +115,9 @@ def test_admin_deactivation_signs_the_user_out(app):
     client, _ = signed_in_client(app, Role.ADMIN)
     url = f"/admin/staff/edit/?id={agent.id}"
 
-    client.post(url, data={"csrf_token": csrf_token_from(client, url), "name": agent.name, "role": "call_agent"})
+    client.post(
+        url, data={"csrf_token": csrf_token_from(client, url), "name": agent.name, "role": "call_agent"}
+    )
 
     db.session.refresh(agent)
     assert agent.active is False
@@ -94,8 +128,9 @@ def test_staff_cannot_be_deleted_from_the_back_office(app):
     agent = make_staff(Role.CALL_AGENT)
     client, _ = signed_in_client(app, Role.ADMIN)
 
-    response = client.post("/admin/staff/delete/", data={
-        "csrf_token": csrf_token_from(client, "/admin/staff/"), "id": agent.id})
+    response = client.post(
+        "/admin/staff/delete/", data={"csrf_token": csrf_token_from(client, "/admin/staff/"), "id": agent.id}
+    )
 
     assert response.status_code in (302, 404)
     assert db.session.get(StaffUser, agent.id) is not None
@@ -105,8 +140,11 @@ def test_an_admin_cannot_deactivate_or_demote_themselves(app):
     client, admin = signed_in_client(app, Role.ADMIN)
     url = f"/admin/staff/edit/?id={admin.id}"
 
-    response = client.post(url, data={"csrf_token": csrf_token_from(client, url), "name": admin.name,
-                                      "role": "call_agent"}, follow_redirects=True)
+    response = client.post(
+        url,
+        data={"csrf_token": csrf_token_from(client, url), "name": admin.name, "role": "call_agent"},
+        follow_redirects=True,
+    )
 
     db.session.refresh(admin)
     assert (admin.role, admin.active) == (Role.ADMIN, True)
@@ -115,8 +153,17 @@ def test_an_admin_cannot_deactivate_or_demote_themselves(app):
 
 def test_cli_creates_staff_with_password_from_stdin(app):
     result = app.test_cli_runner().invoke(
-        args=["staff", "create", "--email", "cli@ventanilla.example", "--name", "Cli User", "--role", "legal_reviewer",
-              "--password-stdin"],
+        args=[
+            "staff",
+            "create",
+            "--email",
+            "cli@ventanilla.example",
+            "--name",
+            "Cli User",
+            "--role",
+            "legal_reviewer",
+            "--password-stdin",
+        ],
         input=STAFF_PASSWORD + "\n",
     )
 
@@ -138,8 +185,17 @@ def test_cli_create_prompts_for_the_password_twice(app):
 
 def test_cli_reports_policy_failures_and_creates_nothing(app):
     result = app.test_cli_runner().invoke(
-        args=["staff", "create", "--email", "bad@ventanilla.example", "--name", "Bad", "--role", "admin",
-              "--password-stdin"],
+        args=[
+            "staff",
+            "create",
+            "--email",
+            "bad@ventanilla.example",
+            "--name",
+            "Bad",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
         input="password\n",
     )
 
@@ -151,7 +207,9 @@ def test_cli_reports_policy_failures_and_creates_nothing(app):
 def test_cli_sets_role(app):
     user = make_staff(Role.CALL_AGENT)
 
-    result = app.test_cli_runner().invoke(args=["staff", "set-role", "--email", user.email, "--role", "supervisor"])
+    result = app.test_cli_runner().invoke(
+        args=["staff", "set-role", "--email", user.email, "--role", "supervisor"]
+    )
 
     assert result.exit_code == 0
     db.session.refresh(user)

@@ -1,9 +1,9 @@
+from sqlalchemy import select
+
 from backoffice.audit.models import AuditEvent
 from backoffice.extensions import db
 from backoffice.staff import service
 from backoffice.staff.models import Role, StaffSession
-from sqlalchemy import select
-
 from tests.factories import TEST_ACTOR, make_staff, sign_in
 
 
@@ -202,9 +202,16 @@ def test_production_session_cookie_is_secure(tmp_path):
     cert = tmp_path / "cert.p12"
     cert.write_bytes(b"x")
     config = load_config(
-        {"APP_ENV": "production", "SECRET_KEY": "k" * 64, "DATABASE_URL": "postgresql://db/x",
-         "REDIS_URL": "redis://r", "STORAGE_URL": "s3://b", "SMTP_URL": "smtp://m",
-         "SMS_WEBHOOK_URL": "https://s", "SIGNING_CERT_PATH": str(cert)},
+        {
+            "APP_ENV": "production",
+            "SECRET_KEY": "k" * 64,
+            "DATABASE_URL": "postgresql://db/x",
+            "REDIS_URL": "redis://r",
+            "STORAGE_URL": "s3://b",
+            "SMTP_URL": "smtp://m",
+            "SMS_WEBHOOK_URL": "https://s",
+            "SIGNING_CERT_PATH": str(cert),
+        },
         str(tmp_path),
     )
 

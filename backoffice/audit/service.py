@@ -83,9 +83,7 @@ def _locked_head() -> AuditChainHead:
             pass
         return _locked_head()
     return session.execute(
-        select(AuditChainHead)
-        .where(AuditChainHead.id == HEAD_ID)
-        .execution_options(populate_existing=True)
+        select(AuditChainHead).where(AuditChainHead.id == HEAD_ID).execution_options(populate_existing=True)
     ).scalar_one()
 
 
@@ -149,9 +147,7 @@ def _walk(events: Iterable[AuditEvent]) -> ChainReport:
     checked = 0
     for event in events:
         if event.seq != expected_seq:
-            return ChainReport(
-                checked, event.seq, f"events {expected_seq} to {event.seq - 1} are missing"
-            )
+            return ChainReport(checked, event.seq, f"events {expected_seq} to {event.seq - 1} are missing")
         if event.prev_hash != expected_prev:
             return ChainReport(checked, event.seq, "does not link to the event before it")
         if event_hash(event) != event.hash:

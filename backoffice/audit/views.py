@@ -16,17 +16,47 @@ class AuditEventView(RoleView):
     can_delete = False
     can_view_details = True
     list_template = "admin/audit_list.html"
-    column_list = ("seq", "occurred_at", "actor_kind", "actor_label", "action", "subject_type", "subject_id", "ip")
+    column_list = (
+        "seq",
+        "occurred_at",
+        "actor_kind",
+        "actor_label",
+        "action",
+        "subject_type",
+        "subject_id",
+        "ip",
+    )
     column_default_sort = ("seq", True)
     column_searchable_list = ("action", "actor_label", "subject_id")
     column_filters = (
-        "actor_kind", "actor_id", "actor_label", "action", "subject_type", "subject_id",
+        "actor_kind",
+        "actor_id",
+        "actor_label",
+        "action",
+        "subject_type",
+        "subject_id",
         *time_filters(AuditEvent.occurred_at, "When"),
     )
-    column_labels = {"seq": "#", "occurred_at": "When (UTC)", "actor_label": "Actor", "actor_kind": "Actor kind"}
+    column_labels = {
+        "seq": "#",
+        "occurred_at": "When (UTC)",
+        "actor_label": "Actor",
+        "actor_kind": "Actor kind",
+    }
     column_details_list = (
-        "seq", "occurred_at", "actor_kind", "actor_id", "actor_label", "action", "subject_type",
-        "subject_id", "before", "after", "ip", "prev_hash", "hash",
+        "seq",
+        "occurred_at",
+        "actor_kind",
+        "actor_id",
+        "actor_label",
+        "action",
+        "subject_type",
+        "subject_id",
+        "before",
+        "after",
+        "ip",
+        "prev_hash",
+        "hash",
     )
 
     def __init__(self, database, **kwargs):

@@ -36,14 +36,18 @@ def _render(kind: str, template: str, part: str, language: str, context: Mapping
     return render_template(f"{kind}/{language}/{template}.{part}", **context).strip()
 
 
-def _render_optional(kind: str, template: str, part: str, language: str, context: Mapping[str, Any]) -> str | None:
+def _render_optional(
+    kind: str, template: str, part: str, language: str, context: Mapping[str, Any]
+) -> str | None:
     try:
         return _render(kind, template, part, language, context)
     except TemplateNotFound:
         return None
 
 
-def queue_email(to: str, template: str, context: Mapping[str, Any], *, language: str | None = None) -> OutboxMessage:
+def queue_email(
+    to: str, template: str, context: Mapping[str, Any], *, language: str | None = None
+) -> OutboxMessage:
     """Render `templates/email/<lang>/<template>.{subject.txt,txt,html}` into an outbox row."""
     language = pick_language(language)
     message = OutboxMessage(
@@ -58,7 +62,9 @@ def queue_email(to: str, template: str, context: Mapping[str, Any], *, language:
     return _queue(message)
 
 
-def queue_sms(to: str, template: str, context: Mapping[str, Any], *, language: str | None = None) -> OutboxMessage:
+def queue_sms(
+    to: str, template: str, context: Mapping[str, Any], *, language: str | None = None
+) -> OutboxMessage:
     """Render `templates/sms/<lang>/<template>.txt` into an outbox row."""
     language = pick_language(language)
     message = OutboxMessage(
@@ -96,9 +102,7 @@ def _relay_after_commit(message_id: int) -> None:
 
 def _forget_enqueue(message_id: int) -> None:
     """The queue was unreachable: mark the row as not queued so the next sweep picks it up."""
-    db.session.execute(
-        update(OutboxMessage).where(OutboxMessage.id == message_id).values(enqueued_at=None)
-    )
+    db.session.execute(update(OutboxMessage).where(OutboxMessage.id == message_id).values(enqueued_at=None))
     db.session.commit()
 
 
@@ -167,22 +171,24 @@ def sweep(*, now: datetime | None = None, limit: int = 500) -> int:
     now = now or utcnow()
     stale_before = now - timedelta(seconds=current_app.config["OUTBOX_STALE_SECONDS"])
     due = or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now)
-    rows = db.session.execute(
-        select(OutboxMessage.id)
-        .where(
-            OutboxMessage.status == OutboxStatus.PENDING,
-            or_(
-                and_(OutboxMessage.enqueued_at.is_(None), due),
-                OutboxMessage.enqueued_at < stale_before,
-            ),
-        )
-        .order_by(OutboxMessage.id)
-        .limit(limit)
-    ).scalars().all()
-    if rows:
+    rows = (
         db.session.execute(
-            update(OutboxMessage).where(OutboxMessage.id.in_(rows)).values(enqueued_at=now)
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.status == OutboxStatus.PENDING,
+                or_(
+                    and_(OutboxMessage.enqueued_at.is_(None), due),
+                    OutboxMessage.enqueued_at < stale_before,
+                ),
+            )
+            .order_by(OutboxMessage.id)
+            .limit(limit)
         )
+        .scalars()
+        .all()
+    )
+    if rows:
+        db.session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(rows)).values(enqueued_at=now))
         for message_id in rows:
             _relay_after_commit(message_id)
     return len(rows)

@@ -21,7 +21,17 @@ class OutboxView(RoleView):
     can_edit = False
     can_delete = False
     can_view_details = True
-    column_list = ("id", "created_at", "channel", "recipient", "template", "status", "attempts", "sent_at", "last_error")
+    column_list = (
+        "id",
+        "created_at",
+        "channel",
+        "recipient",
+        "template",
+        "status",
+        "attempts",
+        "sent_at",
+        "last_error",
+    )
     column_default_sort = ("id", True)
     column_filters = ("status", "channel", "template", *time_filters(OutboxMessage.created_at, "Created"))
     column_searchable_list = ("recipient",)
@@ -44,7 +54,11 @@ class DevMailboxView(RoleBaseView):
 
     @expose("/")
     def index(self):
-        messages = db.session.execute(
-            select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(DEV_MAILBOX_SIZE)
-        ).scalars().all()
+        messages = (
+            db.session.execute(
+                select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(DEV_MAILBOX_SIZE)
+            )
+            .scalars()
+            .all()
+        )
         return self.render("admin/dev_mailbox.html", messages=messages)

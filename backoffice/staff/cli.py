@@ -70,4 +70,6 @@ def deactivate_command(email: str) -> None:
 @staff_cli.command("list")
 def list_command() -> None:
     for user in db.session.execute(select(StaffUser).order_by(StaffUser.email)).scalars():
-        click.echo(f"{user.email:40} {user.role.value:18} {'active' if user.active else 'inactive'}  {user.name}")
+        click.echo(
+            f"{user.email:40} {user.role.value:18} {'active' if user.active else 'inactive'}  {user.name}"
+        )

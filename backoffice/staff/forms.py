@@ -17,7 +17,9 @@ class LogoutForm(FlaskForm):
 
 
 class StaffCreateForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)])
+    email = EmailField(
+        "Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=255)]
+    )
     name = StringField("Name", validators=[DataRequired(), Length(max=255)])
     role = SelectField("Role", choices=ROLE_CHOICES, validators=[DataRequired()])
     password = PasswordField(

@@ -71,7 +71,9 @@ def create_staff(email: str, name: str, role: Role | str, password: str, *, acto
     user = StaffUser(email=email, name=name, role=role, password_hash=hash_password(password))
     db.session.add(user)
     db.session.flush()
-    audit.record("staff.created", actor=actor, subject_type="staff", subject_id=user.id, after=_snapshot(user))
+    audit.record(
+        "staff.created", actor=actor, subject_type="staff", subject_id=user.id, after=_snapshot(user)
+    )
     return user
 
 
@@ -80,8 +82,14 @@ def update_staff(user: StaffUser, *, name: str, actor: Actor) -> StaffUser:
     user.name = name.strip() or user.name
     db.session.flush()
     if before != _snapshot(user):
-        audit.record("staff.updated", actor=actor, subject_type="staff", subject_id=user.id,
-                     before=before, after=_snapshot(user))
+        audit.record(
+            "staff.updated",
+            actor=actor,
+            subject_type="staff",
+            subject_id=user.id,
+            before=before,
+            after=_snapshot(user),
+        )
     return user
 
 
@@ -102,8 +110,14 @@ def set_role(user: StaffUser, role: Role | str, *, actor: Actor) -> StaffUser:
     before = _snapshot(user)
     user.role = role
     db.session.flush()
-    audit.record("staff.role_changed", actor=actor, subject_type="staff", subject_id=user.id,
-                 before=before, after=_snapshot(user))
+    audit.record(
+        "staff.role_changed",
+        actor=actor,
+        subject_type="staff",
+        subject_id=user.id,
+        before=before,
+        after=_snapshot(user),
+    )
     return user
 
 
@@ -116,8 +130,14 @@ def deactivate(user: StaffUser, *, actor: Actor) -> StaffUser:
     user.active = False
     _revoke_sessions(user.id)
     db.session.flush()
-    audit.record("staff.deactivated", actor=actor, subject_type="staff", subject_id=user.id,
-                 before=before, after=_snapshot(user))
+    audit.record(
+        "staff.deactivated",
+        actor=actor,
+        subject_type="staff",
+        subject_id=user.id,
+        before=before,
+        after=_snapshot(user),
+    )
     return user
 
 
@@ -127,8 +147,14 @@ def reactivate(user: StaffUser, *, actor: Actor) -> StaffUser:
     before = _snapshot(user)
     user.active = True
     db.session.flush()
-    audit.record("staff.reactivated", actor=actor, subject_type="staff", subject_id=user.id,
-                 before=before, after=_snapshot(user))
+    audit.record(
+        "staff.reactivated",
+        actor=actor,
+        subject_type="staff",
+        subject_id=user.id,
+        before=before,
+        after=_snapshot(user),
+    )
     return user
 
 

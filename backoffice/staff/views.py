@@ -15,7 +15,7 @@ from backoffice.web import client_ip, safe_next, staff_actor
 
 auth = Blueprint("auth", __name__)
 
-SESSION_TOKEN_KEY = "staff_session"
+SESSION_TOKEN_KEY = "staff_session"  # noqa: S105 (a session key name, not a secret)
 BAD_CREDENTIALS = "Email or password is not correct, or the account is not active."
 TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Wait a few minutes and try again."
 
@@ -36,12 +36,17 @@ def _login_failed(response) -> bool:
 
 @auth.route("/login", methods=["GET", "POST"])
 @limiter.limit(
-    lambda: current_app.config["STAFF_LOGIN_LIMIT_IP"], methods=["POST"], deduct_when=_login_failed,
+    lambda: current_app.config["STAFF_LOGIN_LIMIT_IP"],
+    methods=["POST"],
+    deduct_when=_login_failed,
     scope="staff-login-ip",
 )
 @limiter.limit(
-    lambda: current_app.config["STAFF_LOGIN_LIMIT_ACCOUNT"], methods=["POST"], deduct_when=_login_failed,
-    key_func=_login_account_key, scope="staff-login-account",
+    lambda: current_app.config["STAFF_LOGIN_LIMIT_ACCOUNT"],
+    methods=["POST"],
+    deduct_when=_login_failed,
+    key_func=_login_account_key,
+    scope="staff-login-account",
 )
 def login():
     destination = safe_next(request.args.get("next"), url_for("admin.index"))

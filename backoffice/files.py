@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, abort, current_app, send_file, url_for
+from flask import Blueprint, abort, current_app, send_file
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from backoffice.storage import InvalidKey, StorageError, content_disposition, servable_content_type
@@ -18,8 +18,10 @@ def _serializer() -> URLSafeSerializer:
 
 
 def sign_url(claims: dict[str, Any], expires_in: int) -> str:
+    """A relative URL, built without a request so jobs and the CLI can hand out links too."""
     token = _serializer().dumps({**claims, "exp": int(time.time()) + expires_in})
-    return url_for("files.download", token=token)
+    adapter = current_app.url_map.bind("", script_name=current_app.config["APPLICATION_ROOT"])
+    return adapter.build("files.download", {"token": token})
 
 
 @files.get("/files/<token>")

@@ -39,7 +39,13 @@ class DocumentStorage(Protocol):
     def open(self, key: str) -> IO[bytes]: ...
 
     def url(
-        self, key: str, *, filename: str, content_type: str, inline: bool = False, expires_in: int = 300
+        self,
+        key: str,
+        *,
+        filename: str,
+        content_type: str,
+        inline: bool = False,
+        expires_in: int | None = None,
     ) -> str: ...
 
     def delete(self, key: str) -> None: ...
@@ -81,10 +87,13 @@ class LocalStorage:
 
     name = "local"
 
-    def __init__(self, root: str | Path, url_signer: Callable[[dict[str, Any], int], str]):
+    def __init__(
+        self, root: str | Path, url_signer: Callable[[dict[str, Any], int], str], url_ttl: int = 300
+    ):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.url_signer = url_signer
+        self.url_ttl = url_ttl
 
     def path_for(self, key: str) -> Path:
         path = (self.root / validate_key(key)).resolve()
@@ -95,15 +104,20 @@ class LocalStorage:
     def put(self, stream: IO[bytes], *, prefix: str, content_type: str) -> str:
         key = new_key(prefix)
         path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+        except OSError as exc:
+            raise StorageError(f"could not write {key}: {exc}") from exc
         try:
             with os.fdopen(fd, "wb") as handle:
                 shutil.copyfileobj(stream, handle, CHUNK_SIZE)
             os.replace(tmp_name, path)
-        except OSError as exc:
+        except BaseException as exc:
             Path(tmp_name).unlink(missing_ok=True)
-            raise StorageError(f"could not write {key}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise StorageError(f"could not write {key}: {exc}") from exc
+            raise
         return key
 
     def open(self, key: str) -> IO[bytes]:
@@ -113,14 +127,23 @@ class LocalStorage:
             raise StorageError(f"no document at {key}") from exc
 
     def url(
-        self, key: str, *, filename: str, content_type: str, inline: bool = False, expires_in: int = 300
+        self,
+        key: str,
+        *,
+        filename: str,
+        content_type: str,
+        inline: bool = False,
+        expires_in: int | None = None,
     ) -> str:
         validate_key(key)
         claims = {"key": key, "filename": filename, "content_type": content_type, "inline": inline}
-        return self.url_signer(claims, expires_in)
+        return self.url_signer(claims, expires_in or self.url_ttl)
 
     def delete(self, key: str) -> None:
-        self.path_for(key).unlink(missing_ok=True)
+        try:
+            self.path_for(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"could not delete {key}: {exc}") from exc
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
@@ -135,10 +158,11 @@ class S3Storage:
 
     name = "s3"
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None):
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, url_ttl: int = 300):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
+        self.url_ttl = url_ttl
         self._client: Any = None
 
     @property
@@ -151,7 +175,9 @@ class S3Storage:
             self._client = boto3.client(
                 "s3",
                 endpoint_url=self.endpoint_url,
-                config=Config(connect_timeout=3, read_timeout=20, retries={"max_attempts": 2}),
+                config=Config(
+                    connect_timeout=3, read_timeout=20, retries={"max_attempts": 2}, signature_version="s3v4"
+                ),
             )
         return self._client
 
@@ -182,7 +208,13 @@ class S3Storage:
         return self._call("get_object", Bucket=self.bucket, Key=self._object_key(key))["Body"]
 
     def url(
-        self, key: str, *, filename: str, content_type: str, inline: bool = False, expires_in: int = 300
+        self,
+        key: str,
+        *,
+        filename: str,
+        content_type: str,
+        inline: bool = False,
+        expires_in: int | None = None,
     ) -> str:
         return self._call(
             "generate_presigned_url",
@@ -193,7 +225,7 @@ class S3Storage:
                 "ResponseContentDisposition": content_disposition(filename, inline),
                 "ResponseContentType": servable_content_type(content_type),
             },
-            ExpiresIn=expires_in,
+            ExpiresIn=expires_in or self.url_ttl,
         )
 
     def delete(self, key: str) -> None:
@@ -221,8 +253,9 @@ def build_storage(
 ) -> DocumentStorage:
     url = config["STORAGE_URL"]
     parts = urlsplit(url)
+    ttl = int(config["STORAGE_URL_TTL_SECONDS"])
     if parts.scheme == "s3":
-        return S3Storage(parts.netloc, parts.path, endpoint_url=config.get("S3_ENDPOINT_URL"))
+        return S3Storage(parts.netloc, parts.path, endpoint_url=config.get("S3_ENDPOINT_URL"), url_ttl=ttl)
     if parts.scheme == "file":
-        return LocalStorage(unquote(parts.path), url_signer)
+        return LocalStorage(unquote(parts.path), url_signer, url_ttl=ttl)
     raise ValueError(f"STORAGE_URL must be s3://bucket/prefix or file:///path, not {url!r}")

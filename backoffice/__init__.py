@@ -19,6 +19,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from backoffice.config import load_config
     from backoffice.db import install_sqlite_pragmas, render_migration_item
     from backoffice.extensions import csrf, db, limiter, login_manager, migrate
+    from backoffice.i18n import init_i18n
 
     app = Flask(
         __name__,
@@ -47,6 +48,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Sign in to open that page."
     login_manager.session_protection = "basic"
+    init_i18n(app, str(ROOT / "translations"))
     with app.app_context():
         install_sqlite_pragmas(db.engine)
 
@@ -73,24 +75,23 @@ def _register_models() -> None:
     """Import every package's models so metadata (and Alembic) sees all tables."""
     import backoffice.audit.models  # noqa: F401
     import backoffice.customers.models  # noqa: F401
+    import backoffice.idempotency  # noqa: F401
     import backoffice.notifications.models  # noqa: F401
     import backoffice.staff.models  # noqa: F401
 
 
 def _register_web(app: Flask) -> None:
     from backoffice.admin import build_admin
-    from backoffice.extensions import csrf, db
+    from backoffice.extensions import db
     from backoffice.files import files
     from backoffice.health import health
     from backoffice.staff.views import auth
-    from customer_api import api, register_problem_handlers
+    from customer_api import init_customer_api
 
     app.register_blueprint(auth)
     app.register_blueprint(health)
     app.register_blueprint(files)
-    csrf.exempt(api)
-    app.register_blueprint(api)
-    register_problem_handlers(app)
+    init_customer_api(app)
     build_admin(app)
 
     @app.get("/")

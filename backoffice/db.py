@@ -6,14 +6,15 @@ so SQLite and PostgreSQL both hand back timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, registry
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, registry
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -81,6 +82,17 @@ class AppSession(FlaskSQLAlchemySession):
     def close(self) -> None:
         self.info.pop("after_commit", None)
         super().close()
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[SessionTransaction]:
+    """`begin_nested()` that also holds on SQLite. pysqlite only opens a transaction before DML,
+    and a SAVEPOINT issued outside one commits when released, so a later rollback would keep it.
+    A no-op DELETE first makes SQLite open the real transaction."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("DELETE FROM alembic_version WHERE 0"))
+    with session.begin_nested() as nested:
+        yield nested
 
 
 def install_sqlite_pragmas(engine: Engine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -14,6 +15,7 @@ MIN_LENGTH = 12
 MAX_LENGTH = 128
 MIN_LOWERCASE = 3
 MAX_RUN = 3
+COMMON_PASSWORDS_COUNT = 10_000
 _RUN_TOO_LONG = re.compile(rf"(.)\1{{{MAX_RUN},}}", re.DOTALL)
 
 
@@ -42,6 +44,15 @@ def spend_a_verification(password: str) -> None:
     verify_password(_DUMMY_HASH[0], password)
 
 
+@cache
+def common_passwords() -> frozenset[str]:
+    """The 10,000 most common passwords (zxcvbn's frequency list, most common first), as OWASP
+    ASVS asks us to refuse them."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(FREQUENCY_LISTS["passwords"][:COMMON_PASSWORDS_COUNT])
+
+
 def password_problems(password: str, *, email: str | None = None, tax_id: str | None = None) -> list[str]:
     """Every rule the password breaks, by stable code, in the order the policy lists them."""
     problems = []
@@ -63,4 +74,6 @@ def password_problems(password: str, *, email: str | None = None, tax_id: str | 
     identities = [email.split("@", 1)[0] if email else None, tax_id]
     if any(identity and len(identity) >= 3 and identity.casefold() in folded for identity in identities):
         problems.append("contains_identity")
+    if folded in common_passwords():
+        problems.append("common")
     return problems

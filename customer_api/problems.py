@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, json, request
+from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import HTTPException
 
 API_PREFIX = "/api/v1"
@@ -27,6 +28,33 @@ DEFAULT_CODES = {
 }
 
 
+MESSAGES = {
+    "validation_error": _l("Some fields are not valid."),
+    "malformed_request": _l("The request body is not valid JSON of the expected shape."),
+    "unauthorized": _l("Sign in to do this."),
+    "forbidden": _l("You are not allowed to do this."),
+    "invalid_credentials": _l("The username or the password is not correct."),
+    "email_not_verified": _l(
+        "Confirm your email address first with the link we sent you. If you cannot find the email, "
+        "check your spam folder."
+    ),
+    "token_invalid": _l("This link is not valid."),
+    "token_expired": _l("This link has expired. Please ask for a new one."),
+    "token_used": _l("This link has already been used."),
+    "not_found": _l("Not found."),
+    "method_not_allowed": _l("This method is not allowed here."),
+    "conflict": _l("This step cannot be done in the current state."),
+    "gone": _l("This is no longer available."),
+    "payload_too_large": _l("The request is too large."),
+    "unsupported_media_type": _l("Send the request body as application/json."),
+    "rate_limited": _l("Too many attempts. Please wait and try again later."),
+    "idempotency_key_mismatch": _l("This Idempotency-Key was already used with a different request."),
+    "idempotency_in_progress": _l("A request with this Idempotency-Key is still being processed."),
+    "internal_error": _l("Something went wrong on our side. Please try again later."),
+    "service_unavailable": _l("The service is temporarily unavailable. Please try again later."),
+}
+
+
 def problem(
     status: int,
     code: str | None = None,
@@ -40,7 +68,7 @@ def problem(
     code = code or DEFAULT_CODES.get(status, "error")
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
-        "title": title or code.replace("_", " ").capitalize(),
+        "title": title or str(MESSAGES.get(code, code.replace("_", " ").capitalize())),
         "status": status,
         "code": code,
     }
@@ -55,6 +83,39 @@ def problem(
     return response
 
 
+def _flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:
+    """webargs nests errors by location and by nested schema; the contract has one flat map of
+    field names (dotted for nested objects) to lists of codes."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            if key in ("json", "form", "files", "query", "headers") and not prefix:
+                name = ""
+            elif key == "_schema":
+                name = prefix or "body"
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(_flatten(value, name))
+    elif isinstance(messages, list):
+        codes = [str(item) for item in messages if not isinstance(item, dict | list)]
+        if codes:
+            flat.setdefault(prefix or "body", []).extend(codes)
+        for item in messages:
+            if isinstance(item, dict | list):
+                flat.update(_flatten(item, prefix))
+    else:
+        flat.setdefault(prefix or "body", []).append(str(messages))
+    return flat
+
+
+def validation_problem(messages: Any) -> Response:
+    """Wrong JSON types are a malformed request (400); anything else is a validation failure (422)."""
+    errors = _flatten(messages)
+    if any("type" in codes for codes in errors.values()):
+        return problem(400, "malformed_request", errors=errors)
+    return problem(422, "validation_error", errors=errors)
+
+
 def register_problem_handlers(app: Flask) -> None:
     """App-level, because a URL that matches no route never reaches a blueprint's handlers."""
 
@@ -62,10 +123,23 @@ def register_problem_handlers(app: Flask) -> None:
     def http_error(error: HTTPException):
         if not request.path.startswith(API_PREFIX):
             return error
-        headers = {}
-        retry_after = getattr(error, "retry_after", None)
-        if error.code == 429 and retry_after is not None:
-            headers["Retry-After"] = str(int(retry_after))
+        data = getattr(error, "data", None) or {}
+        if error.code == 422 and "messages" in data:
+            return validation_problem(data["messages"])
+        headers = dict(data.get("headers") or {})
+        if error.code == 429:
+            limit = getattr(error, "limit", None)
+            headers.setdefault("Retry-After", str(_retry_after(limit)))
         if error.code == 405 and getattr(error, "valid_methods", None):
             headers["Allow"] = ", ".join(error.valid_methods)
-        return problem(error.code or 500, title=error.name, detail=error.description, headers=headers)
+        if error.code == 400 and "messages" in data:
+            return problem(400, "malformed_request", errors={"body": ["invalid_json"]}, headers=headers)
+        return problem(error.code or 500, headers=headers)
+
+
+def _retry_after(limit: Any) -> int:
+    """Seconds until the window of the exceeded limit ends, for the Retry-After header."""
+    try:
+        return max(1, int(limit.limit.get_expiry()))
+    except AttributeError:
+        return 60

@@ -52,3 +52,54 @@ def signed_in_client(app, role: Role = Role.ADMIN) -> tuple[FlaskClient, StaffUs
     response = sign_in(client, user.email)
     assert response.status_code == 302, response.get_data(as_text=True)
     return client, user
+
+
+CUSTOMER_PASSWORD = "Portal-Cliente-2026!"
+
+
+def last_link_token(recipient: str) -> str:
+    """The token in the newest emailed link to `recipient`, read from the outbox as a customer would."""
+    import re
+
+    from sqlalchemy import select
+
+    from backoffice.notifications.models import OutboxMessage
+
+    body = db.session.execute(
+        select(OutboxMessage.body_text)
+        .where(OutboxMessage.recipient == recipient)
+        .order_by(OutboxMessage.id.desc())
+        .limit(1)
+    ).scalar_one()
+    return re.search(r"token=([\w-]+)", body).group(1)
+
+
+def make_customer(email: str | None = None, *, password: str = CUSTOMER_PASSWORD, verified: bool = True):
+    """A registered (and by default verified) individual account, made through the account service."""
+    from backoffice.customers import service as accounts
+
+    email = email or f"customer{next(_sequence)}@correo.example"
+    accounts.register(email, password, True, language="es", ip=None)
+    db.session.commit()
+    if verified:
+        accounts.verify_email(last_link_token(email), ip=None, user_agent=None)
+        db.session.commit()
+    return accounts.find_by_email(email)
+
+
+def make_policyholder(tax_id: str = "12345678Z", *, email: str | None = "maria.garcia@correo.example",
+                      name: str = "María García López", policies: int = 1):
+    from backoffice.customers.models import HolderKind, Policy, Policyholder
+
+    holder = Policyholder(tax_id=tax_id, kind=HolderKind.PERSON, name=name, email=email, phone="+34612345612")
+    holder.policies = [
+        Policy(number=f"{tax_id}-{n}", product="auto", status="active", coverage="Todo riesgo")
+        for n in range(1, policies + 1)
+    ]
+    db.session.add(holder)
+    db.session.commit()
+    return holder
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

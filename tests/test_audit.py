@@ -2,7 +2,10 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DatabaseError
 
+from flask_admin.contrib.sqla.filters import FilterEqual
+
 from backoffice import audit
+from backoffice.admin import UTCBetweenFilter
 from backoffice.audit.models import AuditEvent
 from backoffice.audit.service import Actor, verify_chain
 from backoffice.extensions import db
@@ -190,11 +193,9 @@ def test_audit_view_filters_by_action_and_date_range(app):
     client, _ = signed_in_client(app, Role.ADMIN)
     view = app.extensions["admin"][0]._views[2]
     action_filter = next(
-        i for i, f in enumerate(view._filters) if f.name == "Action" and f.operation() == "equals"
+        i for i, f in enumerate(view._filters) if type(f) is FilterEqual and f.column.key == "action"
     )
-    date_filter = next(
-        i for i, f in enumerate(view._filters) if f.name == "When" and "between" in f.operation()
-    )
+    date_filter = next(i for i, f in enumerate(view._filters) if isinstance(f, UTCBetweenFilter))
 
     by_action = client.get("/admin/audit/", query_string={f"flt0_{action_filter}": "staff.deactivated"})
     by_date = client.get(

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from backoffice.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
-from backoffice.db import utcnow
+from backoffice.db import savepoint, utcnow
 from backoffice.extensions import db
 
 HEAD_ID = 1
@@ -77,7 +77,7 @@ def _locked_head() -> AuditChainHead:
     ).rowcount
     if not locked:
         try:
-            with session.begin_nested():
+            with savepoint(session):
                 session.add(AuditChainHead(id=HEAD_ID, last_seq=0, last_hash=GENESIS_HASH))
         except IntegrityError:
             pass

@@ -5,11 +5,17 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, String, Text
+from typing import Any
+
+from sqlalchemy import JSON, Enum, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backoffice.db import utcnow
 from backoffice.extensions import db
+
+
+def _enum(kind: type[enum.Enum]) -> Enum:
+    return Enum(kind, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e])
 
 
 class HolderKind(enum.StrEnum):
@@ -50,3 +56,106 @@ class Policy(db.Model):
     coverage: Mapped[str | None] = mapped_column(Text)
 
     holder: Mapped[Policyholder] = relationship(back_populates="policies")
+
+
+class AssociationStatus(enum.StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    LINKED = "linked"
+
+
+class CustomerAccount(db.Model):
+    """A portal account. Individuals sign in with their email; e-Customers with their tax ID."""
+
+    __tablename__ = "customer_accounts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    tax_id: Mapped[str | None] = mapped_column(String(16), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    language: Mapped[str] = mapped_column(String(8), default="es")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    terms_accepted_at: Mapped[datetime | None]
+    email_verified_at: Mapped[datetime | None]
+    last_sign_in_at: Mapped[datetime | None]
+    phone: Mapped[str | None] = mapped_column(String(32))
+    address_line1: Mapped[str | None] = mapped_column(String(255))
+    address_line2: Mapped[str | None] = mapped_column(String(255))
+    postal_code: Mapped[str | None] = mapped_column(String(16))
+    city: Mapped[str | None] = mapped_column(String(128))
+    province: Mapped[str | None] = mapped_column(String(128))
+    country: Mapped[str | None] = mapped_column(String(2))
+    association_status: Mapped[AssociationStatus] = mapped_column(
+        _enum(AssociationStatus), default=AssociationStatus.NONE
+    )
+    policyholder_id: Mapped[int | None] = mapped_column(ForeignKey("policyholders.id"), index=True)
+    linked_at: Mapped[datetime | None]
+
+    policyholder: Mapped[Policyholder | None] = relationship()
+
+    @property
+    def username(self) -> str:
+        return self.tax_id or self.email
+
+    def __str__(self) -> str:
+        return self.username
+
+
+class TokenPurpose(enum.StrEnum):
+    VERIFY_EMAIL = "verify_email"
+    RESET_PASSWORD = "reset_password"
+
+
+class AccountToken(db.Model):
+    """A single-use emailed link. Only the SHA-256 of the token is kept."""
+
+    __tablename__ = "account_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("customer_accounts.id"), index=True)
+    purpose: Mapped[TokenPurpose] = mapped_column(_enum(TokenPurpose))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    account: Mapped[CustomerAccount] = relationship()
+
+
+class CustomerSession(db.Model):
+    """An API bearer token: opaque to the client, stored hashed, expiring and revocable."""
+
+    __tablename__ = "customer_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("customer_accounts.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+
+    account: Mapped[CustomerAccount] = relationship(lazy="joined")
+
+
+class CaseStatus(enum.StrEnum):
+    OPEN = "open"
+    LINKED = "linked"
+    NO_MATCH = "no_match"
+
+
+class AssociationCase(db.Model):
+    """An account the automatic match could not link with certainty; a clerk decides."""
+
+    __tablename__ = "association_cases"
+    __table_args__ = (Index("ix_association_cases_status_opened", "status", "opened_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("customer_accounts.id"), index=True)
+    status: Mapped[CaseStatus] = mapped_column(_enum(CaseStatus), default=CaseStatus.OPEN)
+    reason: Mapped[str] = mapped_column(String(64))
+    candidate_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None]
+
+    account: Mapped[CustomerAccount] = relationship()

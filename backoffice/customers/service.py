@@ -1,0 +1,412 @@
+"""Portal accounts: registration, email verification, sign-in sessions, password reset, profile.
+
+The rules of the Spanish guide live here once: the API only parses and renders. Nothing here
+reveals whether an email has an account: registration and reset answer the same either way
+and cost the same password-hash work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from backoffice import audit
+from backoffice.audit import Actor
+from backoffice.customers.association import associate_by_email
+from backoffice.customers.models import (
+    AccountToken,
+    CustomerAccount,
+    CustomerSession,
+    Policy,
+    TokenPurpose,
+)
+from backoffice.db import utcnow
+from backoffice.extensions import db
+from backoffice.identity import IdentityError, normalise_email, normalise_phone, normalise_tax_id
+from backoffice.notifications.service import pick_language, queue_email
+from backoffice.passwords import hash_password, password_problems, spend_a_verification, verify_password
+
+PROFILE_ADDRESS_FIELDS = ("line1", "line2", "postal_code", "city", "province", "country")
+
+
+class AccountError(Exception):
+    """A request the account rules refuse. `code` is the API's stable code, `errors` the
+    per-field codes; `status` is the HTTP status the API answers with."""
+
+    def __init__(self, status: int, code: str, errors: dict[str, list[str]] | None = None, **extra: Any):
+        super().__init__(code)
+        self.status = status
+        self.code = code
+        self.errors = errors or {}
+        self.extra = extra
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _portal_link(path: str, token: str) -> str:
+    return f"{current_app.config['CUSTOMER_PORTAL_URL'].rstrip('/')}{path}?token={token}"
+
+
+def _hours(setting: str) -> timedelta:
+    return timedelta(hours=current_app.config[setting])
+
+
+def find_by_email(email: str) -> CustomerAccount | None:
+    return db.session.execute(
+        select(CustomerAccount).where(func.lower(CustomerAccount.email) == email.lower())
+    ).scalar_one_or_none()
+
+
+def _issue_token(account: CustomerAccount, purpose: TokenPurpose, lifetime: timedelta, now: datetime) -> str:
+    token = secrets.token_urlsafe(32)
+    db.session.add(
+        AccountToken(
+            account_id=account.id,
+            purpose=purpose,
+            token_hash=_hash_token(token),
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+    )
+    return token
+
+
+def _send_verification(account: CustomerAccount, now: datetime, template: str = "verify_email") -> None:
+    lifetime = _hours("VERIFY_TOKEN_HOURS")
+    token = _issue_token(account, TokenPurpose.VERIFY_EMAIL, lifetime, now)
+    queue_email(
+        account.email,
+        template,
+        {"link": _portal_link("/verify-email", token), "hours": int(lifetime.total_seconds() // 3600)},
+        language=account.language,
+    )
+
+
+def register(
+    email: str, password: str, accept_terms: bool, *, language: str | None, ip: str | None, now: datetime | None = None
+) -> None:
+    """Create an unverified account and email its verification link. An email that already has
+    an account gets a warning email instead; the caller answers the same either way."""
+    now = now or utcnow()
+    errors: dict[str, list[str]] = {}
+    try:
+        email = normalise_email(email)
+    except IdentityError as exc:
+        errors["email"] = [exc.code]
+    problems = password_problems(password, email=None if "email" in errors else email)
+    if problems:
+        errors["password"] = problems
+    if accept_terms is not True:
+        errors["accept_terms"] = ["required"]
+    if errors:
+        raise AccountError(422, "validation_error", errors)
+
+    password_hash = hash_password(password)
+    existing = find_by_email(email)
+    if existing is not None:
+        _warn_existing_owner(existing, now)
+        return
+    account = CustomerAccount(
+        email=email,
+        password_hash=password_hash,
+        language=pick_language(language),
+        created_at=now,
+        terms_accepted_at=now,
+    )
+    db.session.add(account)
+    db.session.flush()
+    _send_verification(account, now)
+    audit.record(
+        "customer.registered",
+        actor=Actor.customer(account.id, account.email, ip),
+        subject_type="customer_account",
+        subject_id=account.id,
+        after={"email": account.email, "language": account.language},
+    )
+
+
+def _warn_existing_owner(account: CustomerAccount, now: datetime) -> None:
+    """Someone tried to register with this email: tell the owner (and, if they never verified,
+    give them a fresh link) instead of telling the requester anything."""
+    if account.email_verified_at is None:
+        _send_verification(account, now, template="registration_repeated_unverified")
+    else:
+        queue_email(
+            account.email,
+            "registration_attempt",
+            {"reset_link": f"{current_app.config['CUSTOMER_PORTAL_URL'].rstrip('/')}/reset-password"},
+            language=account.language,
+        )
+
+
+def _use_token(token: str, purpose: TokenPurpose, now: datetime) -> AccountToken:
+    record = db.session.execute(
+        select(AccountToken)
+        .where(AccountToken.token_hash == _hash_token(token), AccountToken.purpose == purpose)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if record is None:
+        raise AccountError(404, "token_invalid")
+    if record.used_at is not None:
+        raise AccountError(410, "token_used")
+    if record.expires_at <= now:
+        raise AccountError(410, "token_expired")
+    record.used_at = now
+    return record
+
+
+@dataclass(frozen=True)
+class IssuedSession:
+    token: str
+    expires_in: int
+    account: CustomerAccount
+
+
+def _open_session(account: CustomerAccount, *, ip: str | None, user_agent: str | None, now: datetime) -> IssuedSession:
+    lifetime = _hours("CUSTOMER_SESSION_HOURS")
+    token = secrets.token_urlsafe(32)
+    db.session.add(
+        CustomerSession(
+            token_hash=_hash_token(token),
+            account_id=account.id,
+            created_at=now,
+            expires_at=now + lifetime,
+            ip=ip,
+            user_agent=(user_agent or "")[:255] or None,
+        )
+    )
+    account.last_sign_in_at = now
+    db.session.flush()
+    return IssuedSession(token, int(lifetime.total_seconds()), account)
+
+
+def verify_email(token: str, *, ip: str | None, user_agent: str | None, now: datetime | None = None) -> IssuedSession:
+    """The emailed link verifies the address, signs the customer in, and tries to associate the
+    account with a policyholder."""
+    now = now or utcnow()
+    record = _use_token(token, TokenPurpose.VERIFY_EMAIL, now)
+    account = record.account
+    if account.email_verified_at is None:
+        account.email_verified_at = now
+        audit.record(
+            "customer.verified",
+            actor=Actor.customer(account.id, account.email, ip),
+            subject_type="customer_account",
+            subject_id=account.id,
+        )
+        associate_by_email(account, now=now)
+    return _open_session(account, ip=ip, user_agent=user_agent, now=now)
+
+
+def find_by_username(username: str) -> CustomerAccount | None:
+    """Email (case-insensitive) or, for accounts that have one, tax ID."""
+    username = username.strip()
+    if "@" in username:
+        return find_by_email(username)
+    try:
+        tax_id = normalise_tax_id(username).value
+    except IdentityError:
+        return None
+    return db.session.execute(select(CustomerAccount).where(CustomerAccount.tax_id == tax_id)).scalar_one_or_none()
+
+
+def sign_in(
+    username: str, password: str, *, ip: str | None, user_agent: str | None, now: datetime | None = None
+) -> IssuedSession:
+    """One password-hash check whether or not the account exists; one answer for both failures."""
+    now = now or utcnow()
+    account = find_by_username(username)
+    if account is None:
+        spend_a_verification(password)
+        valid = False
+    else:
+        valid = verify_password(account.password_hash, password)
+    if not valid:
+        audit.record(
+            "customer.sign_in_failed",
+            actor=Actor(kind="customer", id=str(account.id) if account else None, label=username[:255], ip=ip),
+            subject_type="customer_account",
+            subject_id=account.id if account else None,
+        )
+        raise AccountError(401, "invalid_credentials")
+    if account.email_verified_at is None:
+        raise AccountError(403, "email_not_verified")
+    issued = _open_session(account, ip=ip, user_agent=user_agent, now=now)
+    audit.record(
+        "customer.signed_in",
+        actor=Actor.customer(account.id, account.username, ip),
+        subject_type="customer_account",
+        subject_id=account.id,
+    )
+    return issued
+
+
+def session_account(token: str | None, *, now: datetime | None = None) -> tuple[CustomerAccount, CustomerSession] | None:
+    if not token:
+        return None
+    now = now or utcnow()
+    session = db.session.get(CustomerSession, _hash_token(token))
+    if session is None or session.revoked_at is not None or session.expires_at <= now:
+        return None
+    return session.account, session
+
+
+def sign_out(session: CustomerSession, *, ip: str | None, now: datetime | None = None) -> None:
+    session.revoked_at = now or utcnow()
+    audit.record(
+        "customer.signed_out",
+        actor=Actor.customer(session.account_id, session.account.username, ip),
+        subject_type="customer_account",
+        subject_id=session.account_id,
+    )
+
+
+def request_password_reset(email: str, *, ip: str | None, now: datetime | None = None) -> None:
+    """Emails a reset link when the account exists; otherwise does nothing, silently."""
+    now = now or utcnow()
+    try:
+        email = normalise_email(email)
+    except IdentityError:
+        return
+    account = find_by_email(email)
+    if account is None:
+        return
+    lifetime = _hours("RESET_TOKEN_HOURS")
+    token = _issue_token(account, TokenPurpose.RESET_PASSWORD, lifetime, now)
+    queue_email(
+        account.email,
+        "password_reset",
+        {"link": _portal_link("/reset-password", token), "hours": int(lifetime.total_seconds() // 3600)},
+        language=account.language,
+    )
+    audit.record(
+        "customer.password_reset_requested",
+        actor=Actor.customer(account.id, account.email, ip),
+        subject_type="customer_account",
+        subject_id=account.id,
+    )
+
+
+def reset_password(token: str, password: str, *, ip: str | None, now: datetime | None = None) -> None:
+    """A new password, and every existing session signed out."""
+    now = now or utcnow()
+    record = _use_token(token, TokenPurpose.RESET_PASSWORD, now)
+    account = record.account
+    problems = password_problems(password, email=account.email, tax_id=account.tax_id)
+    if problems:
+        raise AccountError(422, "validation_error", {"password": problems})
+    account.password_hash = hash_password(password)
+    if account.email_verified_at is None:
+        account.email_verified_at = now
+        associate_by_email(account, now=now)
+    db.session.execute(
+        update(CustomerSession)
+        .where(CustomerSession.account_id == account.id, CustomerSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    audit.record(
+        "customer.password_reset",
+        actor=Actor.customer(account.id, account.email, ip),
+        subject_type="customer_account",
+        subject_id=account.id,
+    )
+
+
+def profile_of(account: CustomerAccount) -> dict[str, Any]:
+    return {
+        "address": {
+            "line1": account.address_line1,
+            "line2": account.address_line2,
+            "postal_code": account.postal_code,
+            "city": account.city,
+            "province": account.province,
+            "country": account.country,
+        },
+        "phone": account.phone,
+    }
+
+
+@dataclass
+class ProfileChange:
+    """The fields a customer sent; absent fields are left as they are."""
+
+    address: dict[str, str | None] | None = None
+    phone: str | None = None
+    phone_sent: bool = False
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _clean_text(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    value = " ".join(value.split())
+    return value[:limit] or None
+
+
+def update_profile(account: CustomerAccount, change: ProfileChange, *, ip: str | None) -> CustomerAccount:
+    """Postal address and phone; the phone is stored in E.164, a Spanish postal code has 5 digits."""
+    before = profile_of(account)
+    errors: dict[str, list[str]] = {}
+    updates: dict[str, Any] = {}
+    if change.phone_sent:
+        if change.phone in (None, ""):
+            updates["phone"] = None
+        else:
+            try:
+                updates["phone"] = normalise_phone(change.phone)
+            except IdentityError as exc:
+                errors["phone"] = [exc.code]
+    if change.address is not None:
+        country = change.address.get("country", account.country)
+        if country is not None:
+            country = country.strip().upper()
+            if len(country) != 2 or not country.isalpha():
+                errors["address.country"] = ["invalid"]
+        postal_code = _clean_text(change.address.get("postal_code", account.postal_code), 16)
+        if postal_code and (country or "ES") == "ES" and not (len(postal_code) == 5 and postal_code.isdigit()):
+            errors["address.postal_code"] = ["invalid"]
+        updates.update(
+            {
+                "address_line1": _clean_text(change.address.get("line1", account.address_line1), 255),
+                "address_line2": _clean_text(change.address.get("line2", account.address_line2), 255),
+                "postal_code": postal_code,
+                "city": _clean_text(change.address.get("city", account.city), 128),
+                "province": _clean_text(change.address.get("province", account.province), 128),
+                "country": country,
+            }
+        )
+    if errors:
+        raise AccountError(422, "validation_error", errors)
+    for name, value in updates.items():
+        setattr(account, name, value)
+    db.session.flush()
+    after = profile_of(account)
+    if after != before:
+        audit.record(
+            "customer.profile_changed",
+            actor=Actor.customer(account.id, account.username, ip),
+            subject_type="customer_account",
+            subject_id=account.id,
+            before=before,
+            after=after,
+        )
+    return account
+
+
+def policies_of(account: CustomerAccount) -> list[Policy]:
+    if account.policyholder_id is None:
+        return []
+    return list(
+        db.session.execute(
+            select(Policy).where(Policy.policyholder_id == account.policyholder_id).order_by(Policy.number)
+        ).scalars()
+    )

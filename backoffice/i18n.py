@@ -1,0 +1,24 @@
+"""Languages: Spanish by default, English on request. The public API follows Accept-Language."""
+
+from __future__ import annotations
+
+from flask import Flask, has_request_context, request
+from flask_babel import Babel
+
+LANGUAGES = ("es", "en")
+DEFAULT_LANGUAGE = "es"
+
+babel = Babel()
+
+
+def request_language() -> str:
+    """The caller's preferred supported language (Accept-Language), Spanish when none matches."""
+    if not has_request_context():
+        return DEFAULT_LANGUAGE
+    return request.accept_languages.best_match(LANGUAGES) or DEFAULT_LANGUAGE
+
+
+def init_i18n(app: Flask, translations_dir: str) -> None:
+    app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LANGUAGE)
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = translations_dir
+    babel.init_app(app, locale_selector=request_language)

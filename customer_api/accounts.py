@@ -1,0 +1,216 @@
+"""Individual accounts (API.md "Individual accounts"): parse, call the account service, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, request
+from flask_smorest import Blueprint
+
+from backoffice.customers import service as accounts
+from backoffice.customers.models import CustomerAccount
+from backoffice.extensions import db, limiter
+from backoffice.i18n import request_language
+from customer_api.core import (
+    BEARER_SECURITY,
+    client_ip,
+    current_customer,
+    guard_json_body,
+    idempotent,
+    require_customer,
+    user_agent,
+)
+from customer_api.schemas import (
+    AccountSchema,
+    PasswordResetConfirmSchema,
+    PasswordResetRequestSchema,
+    PolicyListSchema,
+    ProfileUpdateSchema,
+    RegistrationSchema,
+    SessionSchema,
+    SignInSchema,
+    StatusSchema,
+    TokenSchema,
+    VerifiedSessionSchema,
+)
+
+blp = Blueprint("accounts", __name__, url_prefix="/api/v1", description="Individual customer accounts")
+blp.before_request(guard_json_body)
+
+JSON_ERRORS = (400, 413, 415)
+
+
+def documented_errors(*statuses: int):
+    """Document the problem responses an endpoint can give, so clients (and schemathesis) know."""
+
+    def decorator(view):
+        for status in (*JSON_ERRORS, *statuses):
+            view = blp.alt_response(status, response=_status_name(status))(view)
+        return view
+
+    return decorator
+
+
+def _status_name(status: int) -> str:
+    import http
+
+    return http.HTTPStatus(status).name
+
+
+def _limit(setting: str):
+    return lambda: current_app.config[setting]
+
+
+def _json_field(name: str):
+    """Rate-limit key from a body field, normalised so case tricks do not dodge the limit."""
+
+    def key() -> str:
+        body = request.get_json(silent=True)
+        value = body.get(name) if isinstance(body, dict) else None
+        return f"{name}:{str(value).strip().lower()[:255] if isinstance(value, str) else ''}"
+
+    return key
+
+
+def _failed(response) -> bool:
+    return response.status_code in (401, 403)
+
+
+def account_body(account: CustomerAccount) -> dict[str, Any]:
+    holder = account.policyholder
+    return {
+        "id": account.id,
+        "email": account.email,
+        "username": account.username,
+        "email_verified": account.email_verified_at is not None,
+        "profile": accounts.profile_of(account),
+        "association": {
+            "status": str(account.association_status),
+            "policyholder_name": holder.name if holder is not None else None,
+        },
+    }
+
+
+def session_body(issued: accounts.IssuedSession) -> dict[str, Any]:
+    return {"access_token": issued.token, "token_type": "Bearer", "expires_in": issued.expires_in}
+
+
+@blp.route("/accounts", methods=["POST"])
+@limiter.limit(_limit("REGISTRATION_LIMIT_IP"), scope="registration-ip")
+@limiter.limit(_limit("REGISTRATION_LIMIT_EMAIL"), key_func=_json_field("email"), scope="registration-email")
+@blp.arguments(RegistrationSchema)
+@blp.response(202, StatusSchema)
+@documented_errors(422, 429)
+@idempotent
+def register(data: dict[str, Any]):
+    """Register with email and password; a verification link is emailed.
+
+    The answer is the same whether or not the email already has an account (its owner is
+    emailed instead), so this endpoint cannot be used to find out who is a customer."""
+    accounts.register(
+        data["email"], data["password"], data["accept_terms"], language=request_language(), ip=client_ip()
+    )
+    return {"status": "verification_pending"}
+
+
+@blp.route("/accounts/verify", methods=["POST"])
+@blp.arguments(TokenSchema)
+@blp.response(200, VerifiedSessionSchema)
+@documented_errors(404, 410, 422)
+def verify(data: dict[str, Any]):
+    """Verify the email with the token from the link; this also signs the customer in."""
+    issued = accounts.verify_email(data["token"], ip=client_ip(), user_agent=user_agent())
+    return {**session_body(issued), "account": account_body(issued.account)}
+
+
+@blp.route("/sessions", methods=["POST"])
+@limiter.limit(_limit("CUSTOMER_SIGN_IN_LIMIT_IP"), scope="sign-in-ip", deduct_when=_failed)
+@limiter.limit(
+    _limit("CUSTOMER_SIGN_IN_LIMIT_USERNAME"),
+    key_func=_json_field("username"),
+    scope="sign-in-username",
+    deduct_when=_failed,
+)
+@blp.arguments(SignInSchema)
+@blp.response(200, SessionSchema)
+@documented_errors(401, 403, 422, 429)
+def sign_in(data: dict[str, Any]):
+    """Sign in with email or tax ID and password; returns a bearer access token."""
+    try:
+        issued = accounts.sign_in(data["username"], data["password"], ip=client_ip(), user_agent=user_agent())
+    except accounts.AccountError:
+        db.session.commit()  # the refusal answers 401/403, but the failed attempt stays audited
+        raise
+    return session_body(issued)
+
+
+@blp.route("/sessions/current", methods=["DELETE"])
+@blp.doc(security=BEARER_SECURITY)
+@blp.response(204)
+@documented_errors(401)
+@require_customer
+def sign_out():
+    """Sign out: this access token stops working."""
+    _, session = current_customer()
+    accounts.sign_out(session, ip=client_ip())
+
+
+@blp.route("/password-resets", methods=["POST"])
+@limiter.limit(_limit("PASSWORD_RESET_LIMIT_IP"), scope="reset-ip")
+@limiter.limit(_limit("PASSWORD_RESET_LIMIT_EMAIL"), key_func=_json_field("email"), scope="reset-email")
+@blp.arguments(PasswordResetRequestSchema)
+@blp.response(202)
+@documented_errors(422, 429)
+@idempotent
+def request_reset(data: dict[str, Any]):
+    """Ask for a password-reset link. Always 202: it does not say whether the email is known."""
+    accounts.request_password_reset(data["email"], ip=client_ip())
+
+
+@blp.route("/password-resets/confirm", methods=["POST"])
+@blp.arguments(PasswordResetConfirmSchema)
+@blp.response(204)
+@documented_errors(404, 410, 422)
+def confirm_reset(data: dict[str, Any]):
+    """Set a new password with the emailed token; every existing session is signed out."""
+    accounts.reset_password(data["token"], data["password"], ip=client_ip())
+
+
+@blp.route("/me", methods=["GET"])
+@blp.doc(security=BEARER_SECURITY)
+@blp.response(200, AccountSchema)
+@documented_errors(401)
+@require_customer
+def me():
+    """The signed-in customer's account, profile and association status."""
+    account, _ = current_customer()
+    return account_body(account)
+
+
+@blp.route("/me", methods=["PATCH"])
+@blp.doc(security=BEARER_SECURITY)
+@require_customer  # before the body is parsed: without credentials the answer is 401, not 422
+@blp.arguments(ProfileUpdateSchema, required=False)  # every field is optional, the body too
+@blp.response(200, AccountSchema)
+@documented_errors(401, 422)
+def update_me(data: dict[str, Any]):
+    """Complete or change the profile: postal address and phone."""
+    account, _ = current_customer()
+    change = accounts.ProfileChange(address=data.get("address"), phone=data.get("phone"), phone_sent="phone" in data)
+    accounts.update_profile(account, change, ip=client_ip())
+    return account_body(account)
+
+
+@blp.route("/me/policies", methods=["GET"])
+@blp.doc(security=BEARER_SECURITY)
+@blp.response(200, PolicyListSchema)
+@documented_errors(401)
+@require_customer
+def my_policies():
+    """Policies of the policyholder this account is linked to (empty until it is linked)."""
+    account, _ = current_customer()
+    items = [
+        {"number": p.number, "product": p.product, "status": p.status, "coverage": p.coverage}
+        for p in accounts.policies_of(account)
+    ]
+    return {"items": items}

@@ -1,0 +1,146 @@
+"""What every API endpoint shares: the Api object, bearer authentication, Idempotency-Key
+handling, body guards and the translation of service errors into problem details."""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Flask, abort, g, request
+from flask_smorest import Api
+from flask_smorest.utils import prepare_response
+
+from backoffice import idempotency
+from backoffice.customers import service as accounts
+from backoffice.customers.models import CustomerAccount, CustomerSession
+from backoffice.extensions import csrf
+from customer_api.problems import problem
+from customer_api.schemas import ProblemSchema
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+MAX_JSON_BYTES = 64 * 1024
+BEARER_SECURITY = [{"bearerAuth": []}]
+
+
+class CustomerApi(Api):
+    """flask-smorest, with errors documented as problem+json and raised through our handler."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_error_handlers(self) -> None:
+        """Errors go through customer_api.problems, which also covers routing errors."""
+
+    def _register_responses(self) -> None:
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_CONTENT_TYPE)
+            self.spec.components.response(status.name, response, lazy=True)
+        default = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
+        prepare_response(default, self.spec, PROBLEM_CONTENT_TYPE)
+        self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
+
+
+def client_ip() -> str | None:
+    return request.remote_addr
+
+
+def user_agent() -> str | None:
+    return request.user_agent.string or None
+
+
+def guard_json_body() -> None:
+    """Bodies of JSON endpoints: at most 64 KiB, and actually JSON (415 otherwise)."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    has_body = bool(request.content_length) or request.headers.get("Transfer-Encoding") == "chunked"
+    if request.content_length and request.content_length > MAX_JSON_BYTES:
+        abort(413)
+    if has_body and not request.is_json:
+        abort(415)
+    return None
+
+
+def current_customer() -> tuple[CustomerAccount, CustomerSession]:
+    return g.customer
+
+
+def require_customer(view: Callable[..., Any]) -> Callable[..., Any]:
+    """`Authorization: Bearer <access_token>`; 401 when missing, unknown, expired or revoked."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        found = accounts.session_account(token.strip()) if scheme.lower() == "bearer" else None
+        if found is None:
+            return problem(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        g.customer = found
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
+    """`Idempotency-Key`: a retry with the same key and body gets the first answer and creates
+    nothing; the key is kept with what the request created, in the same transaction."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return view(*args, **kwargs)
+        if not key.strip() or len(key) > idempotency.MAX_KEY_LENGTH:
+            return problem(400, "malformed_request", errors={"Idempotency-Key": ["invalid"]})
+        principal = str(g.customer[0].id) if "customer" in g else "anonymous"
+        claim = idempotency.claim(key, request.endpoint or request.path, principal, [args, kwargs])
+        if claim.conflict == "idempotency_key_mismatch":
+            return problem(422, claim.conflict)
+        if claim.conflict:
+            return problem(409, claim.conflict)
+        if claim.replay is not None:
+            status, body = claim.replay
+            return (body, status) if status else body
+        result = view(*args, **kwargs)
+        body, status = result if isinstance(result, tuple) else (result, 0)
+        idempotency.remember(claim.record, status, body)
+        return result
+
+    return wrapper
+
+
+def init_customer_api(app: Flask) -> CustomerApi:
+    from customer_api.accounts import blp as accounts_blp
+    from customer_api.docs import docs
+    from customer_api.problems import register_problem_handlers
+
+    app.config.update(
+        API_TITLE="Ventanilla customer API",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+    )
+    api = CustomerApi(
+        app,
+        spec_kwargs={
+            "info": {
+                "description": "Sign-up and account API of the customer portal. Errors are "
+                "application/problem+json (RFC 9457) with a stable `code`."
+            },
+        },
+    )
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    for blueprint in (accounts_blp,):
+        api.register_blueprint(blueprint)
+        csrf.exempt(blueprint)  # bearer tokens, not cookies: cross-site requests carry no credentials
+    app.register_blueprint(docs)
+    register_problem_handlers(app)
+
+    @app.errorhandler(accounts.AccountError)
+    def account_error(error: accounts.AccountError):
+        return problem(error.status, error.code, errors=error.errors or None, **error.extra)
+
+    return api

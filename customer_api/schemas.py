@@ -1,0 +1,130 @@
+"""Marshmallow schemas: they validate requests and are the source of the OpenAPI document.
+
+Field errors are stable codes, not prose: `required`, `type` (wrong JSON type, answered 400),
+`too_long`; services add their own (`invalid`, password rule codes...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+FIELD_CODES = {"required": "required", "null": "required", "invalid": "type", "invalid_utf8": "type"}
+
+
+def text(*, max_length: int = 255, **kwargs: Any) -> fields.String:
+    return fields.String(
+        error_messages=FIELD_CODES, validate=validate.Length(max=max_length, error="too_long"), **kwargs
+    )
+
+
+def flag(**kwargs: Any) -> fields.Boolean:
+    return fields.Boolean(error_messages=FIELD_CODES, **kwargs)
+
+
+class ApiSchema(Schema):
+    """Unknown fields are ignored (clients may send more than we need); a body that is not an
+    object is a malformed request."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    error_messages = {"type": "type"}
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details, as every error under /api/v1 is answered."""
+
+    type = fields.String(required=True)
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    code = fields.String(required=True, metadata={"description": "Stable machine-readable code"})
+    detail = fields.String()
+    errors = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "Field name → list of stable codes"},
+    )
+
+
+class StatusSchema(ApiSchema):
+    status = fields.String(required=True)
+
+
+class RegistrationSchema(ApiSchema):
+    email = text(required=True)
+    password = text(required=True, max_length=1024)
+    accept_terms = flag(required=True)
+
+
+class TokenSchema(ApiSchema):
+    token = text(required=True, max_length=512)
+
+
+class SignInSchema(ApiSchema):
+    username = text(required=True)
+    password = text(required=True, max_length=1024)
+
+
+class PasswordResetRequestSchema(ApiSchema):
+    email = text(required=True)
+
+
+class PasswordResetConfirmSchema(ApiSchema):
+    token = text(required=True, max_length=512)
+    password = text(required=True, max_length=1024)
+
+
+class AddressSchema(ApiSchema):
+    line1 = text(allow_none=True)
+    line2 = text(allow_none=True)
+    postal_code = text(allow_none=True, max_length=16)
+    city = text(allow_none=True, max_length=128)
+    province = text(allow_none=True, max_length=128)
+    country = text(allow_none=True, max_length=2, metadata={"description": "ISO 3166-1 alpha-2"})
+
+
+class ProfileSchema(ApiSchema):
+    address = fields.Nested(AddressSchema, required=True)
+    phone = fields.String(allow_none=True)
+
+
+class ProfileUpdateSchema(ApiSchema):
+    address = fields.Nested(AddressSchema, error_messages=FIELD_CODES)
+    phone = text(allow_none=True, max_length=32)
+
+
+class AssociationSchema(ApiSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["linked", "pending", "none"]))
+    policyholder_name = fields.String(allow_none=True)
+
+
+class AccountSchema(ApiSchema):
+    id = fields.Integer(required=True)
+    email = fields.String(required=True)
+    username = fields.String(required=True)
+    email_verified = fields.Boolean(required=True)
+    profile = fields.Nested(ProfileSchema, required=True)
+    association = fields.Nested(AssociationSchema, required=True)
+
+
+class SessionSchema(ApiSchema):
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True)
+    expires_in = fields.Integer(required=True)
+
+
+class VerifiedSessionSchema(SessionSchema):
+    account = fields.Nested(AccountSchema, required=True)
+
+
+class PolicySchema(ApiSchema):
+    number = fields.String(required=True)
+    product = fields.String(required=True)
+    status = fields.String(required=True)
+    coverage = fields.String(allow_none=True)
+
+
+class PolicyListSchema(ApiSchema):
+    items = fields.List(fields.Nested(PolicySchema), required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http
 from typing import Any
 
 from flask import current_app, request
@@ -39,12 +40,22 @@ blp.before_request(guard_json_body)
 
 JSON_ERRORS = (400, 413, 415)
 
+IDEMPOTENCY_KEY = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "description": "Retrying with the same key and body within 24 h returns the first answer and "
+    "creates nothing new; the same key with another body is refused (422), and while the first "
+    "request is still being processed the retry gets 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
+}
 
-def documented_errors(*statuses: int):
+
+def documented_errors(*statuses: int, json_body: bool = True):
     """Document the problem responses an endpoint can give, so clients (and schemathesis) know."""
 
     def decorator(view):
-        for status in (*JSON_ERRORS, *statuses):
+        for status in (*(JSON_ERRORS if json_body else ()), *statuses):
             view = blp.alt_response(status, response=_status_name(status))(view)
         return view
 
@@ -52,8 +63,6 @@ def documented_errors(*statuses: int):
 
 
 def _status_name(status: int) -> str:
-    import http
-
     return http.HTTPStatus(status).name
 
 
@@ -99,8 +108,9 @@ def session_body(issued: accounts.IssuedSession) -> dict[str, Any]:
 @limiter.limit(_limit("REGISTRATION_LIMIT_IP"), scope="registration-ip")
 @limiter.limit(_limit("REGISTRATION_LIMIT_EMAIL"), key_func=_json_field("email"), scope="registration-email")
 @blp.arguments(RegistrationSchema)
+@blp.doc(parameters=[IDEMPOTENCY_KEY])
 @blp.response(202, StatusSchema)
-@documented_errors(422, 429)
+@documented_errors(409, 422, 429)
 @idempotent
 def register(data: dict[str, Any]):
     """Register with email and password; a verification link is emailed.
@@ -147,7 +157,7 @@ def sign_in(data: dict[str, Any]):
 @blp.route("/sessions/current", methods=["DELETE"])
 @blp.doc(security=BEARER_SECURITY)
 @blp.response(204)
-@documented_errors(401)
+@documented_errors(401, json_body=False)
 @require_customer
 def sign_out():
     """Sign out: this access token stops working."""
@@ -159,8 +169,9 @@ def sign_out():
 @limiter.limit(_limit("PASSWORD_RESET_LIMIT_IP"), scope="reset-ip")
 @limiter.limit(_limit("PASSWORD_RESET_LIMIT_EMAIL"), key_func=_json_field("email"), scope="reset-email")
 @blp.arguments(PasswordResetRequestSchema)
+@blp.doc(parameters=[IDEMPOTENCY_KEY])
 @blp.response(202)
-@documented_errors(422, 429)
+@documented_errors(409, 422, 429)
 @idempotent
 def request_reset(data: dict[str, Any]):
     """Ask for a password-reset link. Always 202: it does not say whether the email is known."""
@@ -179,7 +190,7 @@ def confirm_reset(data: dict[str, Any]):
 @blp.route("/me", methods=["GET"])
 @blp.doc(security=BEARER_SECURITY)
 @blp.response(200, AccountSchema)
-@documented_errors(401)
+@documented_errors(401, json_body=False)
 @require_customer
 def me():
     """The signed-in customer's account, profile and association status."""
@@ -196,7 +207,9 @@ def me():
 def update_me(data: dict[str, Any]):
     """Complete or change the profile: postal address and phone."""
     account, _ = current_customer()
-    change = accounts.ProfileChange(address=data.get("address"), phone=data.get("phone"), phone_sent="phone" in data)
+    change = accounts.ProfileChange(
+        address=data.get("address"), phone=data.get("phone"), phone_sent="phone" in data
+    )
     accounts.update_profile(account, change, ip=client_ip())
     return account_body(account)
 
@@ -204,7 +217,7 @@ def update_me(data: dict[str, Any]):
 @blp.route("/me/policies", methods=["GET"])
 @blp.doc(security=BEARER_SECURITY)
 @blp.response(200, PolicyListSchema)
-@documented_errors(401)
+@documented_errors(401, json_body=False)
 @require_customer
 def my_policies():
     """Policies of the policyholder this account is linked to (empty until it is linked)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, INCLUDE, Schema, fields, validate
 
 FIELD_CODES = {"required": "required", "null": "required", "invalid": "type", "invalid_utf8": "type"}
 
@@ -34,7 +34,11 @@ class ApiSchema(Schema):
 
 
 class ProblemSchema(Schema):
-    """RFC 9457 problem details, as every error under /api/v1 is answered."""
+    """RFC 9457 problem details, as every error under /api/v1 is answered. Extra members (such
+    as `attempts_left`) are allowed, as the RFC says."""
+
+    class Meta:
+        unknown = INCLUDE
 
     type = fields.String(required=True)
     title = fields.String(required=True)

@@ -596,3 +596,23 @@ def test_messages_are_spanish_by_default_and_english_on_request(client):
 
 def test_back_office_errors_are_not_problem_json(client):
     assert client.get("/no-such-page").content_type.startswith("text/html")
+
+
+def test_unknown_and_known_usernames_cost_one_password_hash_check_each(app, client, monkeypatch):
+    from backoffice import passwords
+
+    checks = []
+    real_verify = passwords.verify_password
+
+    def counting_verify(password_hash, password):
+        checks.append(password_hash[:9])
+        return real_verify(password_hash, password)
+
+    monkeypatch.setattr(passwords, "verify_password", counting_verify)
+    monkeypatch.setattr("backoffice.customers.service.verify_password", counting_verify)
+    make_customer("ana.lopez@correo.example")
+
+    sign_in(client, "ana.lopez@correo.example", "Wrong-Password-123")
+    sign_in(client, "nobody@correo.example", "Wrong-Password-123")
+
+    assert checks == ["$argon2id", "$argon2id"]

@@ -1,0 +1,462 @@
+"""The public API against its own OpenAPI document (API.md "Individual accounts").
+
+Schemathesis generates requests from /api/v1/openapi.json and sends them to a real app on a real
+database: every response must be a documented status (explicitly, not through `default`), with a
+documented content type and a body that matches the documented schema, and never a 5xx.
+Authenticated operations run once with a valid bearer token and once without one.
+
+The document is read at collection time from an app that never touches its database (the spec
+is generated from code); each operation's examples then run against a fresh app and database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+import schemathesis
+from flask import Flask
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.core import NOT_SET
+from schemathesis.core.failures import Failure
+from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
+    content_type_conformance,
+    ignored_auth,
+    is_unexpected_http_status_case,
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+    unsupported_method,
+)
+
+from backoffice import create_app
+from backoffice.customers import service as accounts
+from backoffice.extensions import db
+from backoffice.notifications.models import OutboxMessage
+from tests.conftest import base_overrides
+
+SPEC_URL = "/api/v1/openapi.json"
+DOCS_URL = "/api/v1/docs"
+PROBLEM_JSON = "application/problem+json"
+
+# Bounded, reproducible runs: each operation gets at most this many generated examples (plus
+# schemathesis' deterministic coverage cases), the same ones on every run.
+MAX_EXAMPLES = 25
+CONTRACT_SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    # One app and database per operation, shared by its examples; generated bodies may be large.
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+
+# Rate limits would answer 429 to the hundreds of requests below; they have their own tests.
+GENEROUS_LIMITS = {
+    name: "100000 per minute"
+    for name in (
+        "CUSTOMER_SIGN_IN_LIMIT_USERNAME",
+        "CUSTOMER_SIGN_IN_LIMIT_IP",
+        "REGISTRATION_LIMIT_IP",
+        "REGISTRATION_LIMIT_EMAIL",
+        "PASSWORD_RESET_LIMIT_IP",
+        "PASSWORD_RESET_LIMIT_EMAIL",
+    )
+}
+
+CUSTOMER_EMAIL = "contract.customer@example.com"
+CUSTOMER_PASSWORD = "Contract-Tests-2024!"
+
+# API.md, "Individual accounts": method and path, success status, notable error statuses.
+ACCOUNT_ENDPOINTS: dict[tuple[str, str], tuple[int, set[int]]] = {
+    ("post", "/api/v1/accounts"): (202, {422}),
+    ("post", "/api/v1/accounts/verify"): (200, {404, 410}),
+    ("post", "/api/v1/sessions"): (200, {401, 403, 429}),
+    ("delete", "/api/v1/sessions/current"): (204, {401}),
+    ("post", "/api/v1/password-resets"): (202, {429}),
+    ("post", "/api/v1/password-resets/confirm"): (204, {404, 410, 422}),
+    ("get", "/api/v1/me"): (200, {401}),
+    ("patch", "/api/v1/me"): (200, {401, 422}),
+    ("get", "/api/v1/me/policies"): (200, {401}),
+}
+AUTHENTICATED = {
+    ("get", "/api/v1/me"),
+    ("patch", "/api/v1/me"),
+    ("get", "/api/v1/me/policies"),
+    ("delete", "/api/v1/sessions/current"),
+}
+IDEMPOTENT = {("post", "/api/v1/accounts"), ("post", "/api/v1/password-resets")}
+
+
+def _load_schema() -> Any:
+    """The document of an app built only to serve it: its database is never opened, and every
+    test below sends its requests to an app of its own (`app=`)."""
+    with TemporaryDirectory() as storage:
+        return schemathesis.openapi.from_wsgi(
+            SPEC_URL, create_app(base_overrides("sqlite://", Path(storage)))
+        )
+
+
+schema = _load_schema()
+
+
+def _is_authenticated(ctx: Any) -> bool:
+    return bool(ctx.operation.definition.raw.get("security"))
+
+
+# --- schemathesis ------------------------------------------------------------------------------
+
+EXAMPLES: Counter[str] = Counter()
+
+
+@schemathesis.check
+def status_explicitly_documented(ctx: Any, response: Any, case: Any) -> bool | None:
+    """`status_code_conformance` accepts anything when `default` is documented (flask-smorest
+    documents it on every operation), so also require the status to be listed by number. Like
+    the built-in check, it leaves out probes with methods the operation does not have (405)."""
+    if is_unexpected_http_status_case(case):
+        return None
+    documented = [code for code in case.operation.definition.raw["responses"] if code != "default"]
+    if str(response.status_code) not in documented:
+        raise Failure(
+            operation=case.operation.label,
+            title="Status not documented explicitly",
+            message=f"Received: {response.status_code}\nDocumented: {', '.join(documented)}",
+        )
+    return None
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    status_explicitly_documented,
+    content_type_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    unsupported_method,
+    allow_header_conformance,
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_examples(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Print how many generated requests ran, past pytest's output capture."""
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None and EXAMPLES:
+        per_test = ", ".join(f"{name}: {count}" for name, count in sorted(EXAMPLES.items()))
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\nschemathesis examples run: {sum(EXAMPLES.values())} ({per_test})")
+
+
+@pytest.fixture
+def api_app(make_app) -> Flask:
+    """A fresh app and database per test; no app context is held, so every request gets its
+    own, as under a real server."""
+    return make_app(**GENEROUS_LIMITS)
+
+
+def _emailed_token(app: Flask, email: str, template: str) -> str:
+    """The token in the link of the latest such email (the outbox row, as the mailer sends it)."""
+    with app.app_context():
+        message = db.session.execute(
+            db.select(OutboxMessage)
+            .where(OutboxMessage.recipient == email, OutboxMessage.template == template)
+            .order_by(OutboxMessage.id.desc())
+            .limit(1)
+        ).scalar_one()
+        match = re.search(r"token=([\w-]+)", message.body_text)
+        assert match, message.body_text
+        return match.group(1)
+
+
+def _verified_customer(app: Flask) -> str:
+    """Register through the service, follow the emailed link through the API: a bearer token."""
+    with app.app_context():
+        accounts.register(CUSTOMER_EMAIL, CUSTOMER_PASSWORD, True, language="en", ip=None)
+        db.session.commit()
+    token = _emailed_token(app, CUSTOMER_EMAIL, "verify_email")
+    response = app.test_client().post("/api/v1/accounts/verify", json={"token": token})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["access_token"]
+
+
+def _sign_in(app: Flask, email: str = CUSTOMER_EMAIL, password: str = CUSTOMER_PASSWORD) -> str:
+    response = app.test_client().post("/api/v1/sessions", json={"username": email, "password": password})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["access_token"]
+
+
+@pytest.fixture
+def customer_token(api_app: Flask) -> str:
+    return _verified_customer(api_app)
+
+
+@schema.parametrize()
+@CONTRACT_SETTINGS
+def test_operation_honours_its_contract_signed_in(case, api_app: Flask, customer_token: str) -> None:
+    """Every operation; the authenticated ones with a valid token (a fresh one for each sign-out).
+    `ignored_auth` also replays them without the token and with a wrong one."""
+    EXAMPLES["signed in"] += 1
+    token = _sign_in(api_app) if case.operation.label == "DELETE /api/v1/sessions/current" else customer_token
+    response = case.call_and_validate(
+        app=api_app,
+        session=api_app.test_client(),
+        headers={"Authorization": f"Bearer {token}"},
+        checks=[*CHECKS, ignored_auth],
+    )
+    if _is_authenticated(case) and response.request.headers.get("Authorization") == f"Bearer {token}":
+        assert response.status_code != 401, response.text  # unless a coverage case left the token out
+
+
+@schema.include(_is_authenticated).parametrize()
+@CONTRACT_SETTINGS
+def test_authenticated_operation_refuses_requests_without_a_valid_token(case, api_app: Flask) -> None:
+    """No token, or whatever schemathesis puts in the Authorization header: 401, before the body
+    is validated (only request-shape probes, such as a method the operation does not have, get
+    another answer: 405, or 415 for a body that is not JSON at all)."""
+    EXAMPLES["no token"] += 1
+    response = case.call_and_validate(app=api_app, session=api_app.test_client(), checks=CHECKS)
+    if not is_unexpected_http_status_case(case):
+        assert response.status_code == 401, response.text
+
+
+# Random data seldom gets past the password rules or finds a live token, so the success answers
+# (and the notable errors of API.md) are also checked against the document with real requests.
+
+
+def _call(app: Flask, method: str, path: str, body: Any = NOT_SET, token: str | None = None) -> Any:
+    case = schema[path][method].Case(body=body)
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    EXAMPLES["explicit"] += 1
+    return case.call_and_validate(app=app, session=app.test_client(), headers=headers, checks=CHECKS)
+
+
+def _problem_code(response: Any) -> str:
+    assert response.headers["content-type"] == [PROBLEM_JSON]
+    return response.json()["code"]
+
+
+def test_the_answers_along_an_account_life_conform_to_the_document(api_app: Flask) -> None:
+    email, password, new_password = "flow.customer@example.com", "Flow-Tests-2024!", "Other-Flow-2025?"
+    registration = {"email": email, "password": password, "accept_terms": True}
+    for _ in range(2):  # a second registration answers the same
+        response = _call(api_app, "POST", "/api/v1/accounts", registration)
+        assert (response.status_code, response.json()) == (202, {"status": "verification_pending"})
+    weak = _call(
+        api_app, "POST", "/api/v1/accounts", {**registration, "password": "short", "accept_terms": False}
+    )
+    assert weak.status_code == 422
+    assert weak.json()["errors"]["accept_terms"] == ["required"] and weak.json()["errors"]["password"]
+
+    _call(api_app, "POST", "/api/v1/accounts", {**registration, "email": "later@example.com"})
+    not_verified = _call(
+        api_app, "POST", "/api/v1/sessions", {"username": "later@example.com", "password": password}
+    )
+    assert (not_verified.status_code, _problem_code(not_verified)) == (403, "email_not_verified")
+
+    link = _emailed_token(api_app, email, "verify_email")
+    verified = _call(api_app, "POST", "/api/v1/accounts/verify", {"token": link})
+    assert verified.status_code == 200
+    assert verified.json()["token_type"] == "Bearer" and verified.json()["account"]["email"] == email
+    used = _call(api_app, "POST", "/api/v1/accounts/verify", {"token": link})
+    assert (used.status_code, _problem_code(used)) == (410, "token_used")
+    unknown = _call(api_app, "POST", "/api/v1/accounts/verify", {"token": "not-a-token"})
+    assert (unknown.status_code, _problem_code(unknown)) == (404, "token_invalid")
+
+    signed_in = _call(api_app, "POST", "/api/v1/sessions", {"username": email.upper(), "password": password})
+    assert signed_in.status_code == 200
+    token = signed_in.json()["access_token"]
+    wrong = _call(api_app, "POST", "/api/v1/sessions", {"username": email, "password": new_password})
+    assert (wrong.status_code, _problem_code(wrong)) == (401, "invalid_credentials")
+
+    assert _call(api_app, "GET", "/api/v1/me", token=token).json()["association"]["status"] in {
+        "none",
+        "pending",
+    }
+    address = {"line1": "Calle Mayor 1", "postal_code": "28013", "city": "Madrid", "country": "ES"}
+    changed = _call(api_app, "PATCH", "/api/v1/me", {"address": address, "phone": "612 345 678"}, token=token)
+    assert changed.status_code == 200
+    assert changed.json()["profile"]["phone"] == "+34612345678"
+    invalid = _call(api_app, "PATCH", "/api/v1/me", {"address": {"postal_code": "123"}}, token=token)
+    assert (invalid.status_code, invalid.json()["errors"]) == (422, {"address.postal_code": ["invalid"]})
+    assert _call(api_app, "GET", "/api/v1/me/policies", token=token).json() == {"items": []}
+
+    other = _sign_in(api_app, email, password)
+    assert _call(api_app, "DELETE", "/api/v1/sessions/current", token=other).status_code == 204
+    assert _call(api_app, "GET", "/api/v1/me", token=other).status_code == 401
+
+    assert _call(api_app, "POST", "/api/v1/password-resets", {"email": email}).status_code == 202
+    assert (
+        _call(api_app, "POST", "/api/v1/password-resets", {"email": "nobody@example.com"}).status_code == 202
+    )
+    reset = _emailed_token(api_app, email, "password_reset")
+    rejected = _call(
+        api_app, "POST", "/api/v1/password-resets/confirm", {"token": reset, "password": "password"}
+    )
+    assert rejected.status_code == 422 and rejected.json()["errors"]["password"]
+    body = {"token": reset, "password": new_password}
+    assert _call(api_app, "POST", "/api/v1/password-resets/confirm", body).status_code == 204
+    again = _call(api_app, "POST", "/api/v1/password-resets/confirm", body)
+    assert (again.status_code, _problem_code(again)) == (410, "token_used")
+    assert _call(api_app, "GET", "/api/v1/me", token=token).status_code == 401  # every session ended
+
+
+def test_repeated_failed_sign_ins_answer_429_with_retry_after(make_app) -> None:
+    app = make_app(CUSTOMER_SIGN_IN_LIMIT_USERNAME="2 per minute")
+    body = {"username": "someone@example.com", "password": "Wrong-Password-1!"}
+    statuses = [_call(app, "POST", "/api/v1/sessions", body).status_code for _ in range(2)]
+    limited = _call(app, "POST", "/api/v1/sessions", body)
+    assert (statuses, limited.status_code, _problem_code(limited)) == ([401, 401], 429, "rate_limited")
+    assert int(limited.headers["retry-after"][0]) > 0
+
+
+# --- the document ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def spec(client) -> dict[str, Any]:
+    response = client.get(SPEC_URL)
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    return response.get_json()
+
+
+def _resolve(spec: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in item:
+        *_, kind, name = item["$ref"].split("/")
+        item = spec["components"][kind][name]
+    return item
+
+
+def test_the_document_is_openapi_3_and_lists_every_account_endpoint(spec: dict[str, Any]) -> None:
+    assert spec["openapi"].startswith("3.")
+    assert spec["info"]["title"] and spec["info"]["version"]
+    for (method, path), (success, errors) in ACCOUNT_ENDPOINTS.items():
+        assert path in spec["paths"], path
+        assert method in spec["paths"][path], f"{method.upper()} {path}"
+        documented = {int(code) for code in spec["paths"][path][method]["responses"] if code != "default"}
+        assert {success, *errors} <= documented, f"{method.upper()} {path}: {documented}"
+        headers = {
+            p["name"] for p in spec["paths"][path][method].get("parameters", []) if p["in"] == "header"
+        }
+        assert ("Idempotency-Key" in headers) == ((method, path) in IDEMPOTENT), f"{method.upper()} {path}"
+
+
+def test_error_responses_are_documented_as_problem_json(spec: dict[str, Any]) -> None:
+    problem = spec["components"]["schemas"]["Problem"]
+    assert set(problem["required"]) == {"type", "title", "status", "code"}
+    assert problem["properties"]["errors"]["additionalProperties"] == {
+        "type": "array",
+        "items": {"type": "string"},
+    }
+    checked = 0
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                if code != "default" and int(code) < 400:
+                    continue
+                content = _resolve(spec, response).get("content")
+                assert content is not None and set(content) == {PROBLEM_JSON}, f"{method} {path} {code}"
+                assert _resolve(spec, content[PROBLEM_JSON]["schema"]) == problem
+                checked += 1
+    assert checked >= 3 * len(ACCOUNT_ENDPOINTS)
+
+
+def test_the_bearer_scheme_is_declared_and_required_where_a_customer_is(spec: dict[str, Any]) -> None:
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}
+    assert "security" not in spec  # no global requirement: registration and sign-in are public
+    for method, path in ACCOUNT_ENDPOINTS:
+        security = spec["paths"][path][method].get("security")
+        if (method, path) in AUTHENTICATED:
+            assert security == [{"bearerAuth": []}], f"{method.upper()} {path}"
+        else:
+            assert not security, f"{method.upper()} {path}"
+
+
+# --- the docs page -----------------------------------------------------------------------------
+
+
+class _PageParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[dict[str, str | None]] = []
+        self.inline_code: list[str] = []
+        self.links: list[dict[str, str | None]] = []
+        self.handlers: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.handlers += [name for name in attributes if name.startswith("on")]
+        if tag == "script":
+            self.scripts.append(attributes)
+            self._in_script = True
+        elif tag == "link":
+            self.links.append(attributes)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.inline_code.append(data)
+
+
+def test_the_docs_page_serves_its_own_assets_and_has_no_inline_script(client) -> None:
+    response = client.get(DOCS_URL)
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    parser = _PageParser()
+    parser.feed(page)
+
+    assert parser.scripts, "Swagger UI is not on the page"
+    assert all(script.get("src") for script in parser.scripts)
+    assert parser.inline_code == []
+    assert parser.handlers == []
+    for url in re.findall(r"""(?:https?:)?//[^\s"'<>)]+""", page):
+        assert urlsplit(url).hostname in (None, "localhost"), f"third-party URL on the docs page: {url}"
+
+    assets = [script["src"] for script in parser.scripts] + [link["href"] for link in parser.links]
+    stylesheets = [link["href"] for link in parser.links if link.get("rel") == "stylesheet"]
+    assert stylesheets
+    for asset in assets:
+        assert asset and not urlsplit(asset).netloc, asset
+        with client.get(urljoin(DOCS_URL, asset)) as served:
+            assert served.status_code == 200, asset
+            assert served.get_data(), asset
+            if asset in stylesheets:
+                assert served.mimetype == "text/css", asset
+            elif any(asset == script["src"] for script in parser.scripts):
+                assert "javascript" in served.mimetype, asset
+
+
+def test_the_docs_page_points_swagger_ui_at_the_document(client) -> None:
+    page = client.get(DOCS_URL).get_data(as_text=True)
+    match = re.search(r'data-spec-url="([^"]+)"', page)
+    assert match and match.group(1) == SPEC_URL
+    assert client.get(match.group(1)).get_json()["openapi"].startswith("3.")
+
+
+@pytest.mark.parametrize("name", ["nope.js", "index.html", "swagger-initializer.js", "..%2Fdocs.py"])
+def test_an_unknown_docs_asset_is_404_problem_json(client, name: str) -> None:
+    response = client.get(f"{DOCS_URL}/assets/{name}")
+    assert response.status_code == 404
+    assert response.mimetype == PROBLEM_JSON
+    assert response.get_json()["code"] == "not_found"

@@ -112,8 +112,9 @@ def _register_web(app: Flask) -> None:
 def _register_cli(app: Flask) -> None:
     from backoffice.audit.cli import audit_cli
     from backoffice.cli import jobs_cli, notifications_cli
+    from backoffice.customers.cli import policyholders_cli
     from backoffice.demo import demo_cli
     from backoffice.staff.cli import staff_cli
 
-    for group in (staff_cli, audit_cli, jobs_cli, notifications_cli, demo_cli):
+    for group in (staff_cli, audit_cli, jobs_cli, notifications_cli, demo_cli, policyholders_cli):
         app.cli.add_command(group)

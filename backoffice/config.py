@@ -108,7 +108,12 @@ def load_config(
         config["SECRET_KEY"] = _instance_secret_key(instance)
 
     config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(config["DATABASE_URL"])
-    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    engine_options: dict[str, Any] = {"pool_pre_ping": True}
+    if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        # No server-side prepared statements: a generic plan for `IN (...)` look-ups turns into
+        # sequential scans (an import went quadratic), and poolers such as PgBouncer need it too.
+        engine_options["connect_args"] = {"prepare_threshold": None}
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options)
     config["RATELIMIT_STORAGE_URI"] = config["REDIS_URL"] or "memory://"
     config["RATELIMIT_SWALLOW_ERRORS"] = True
     config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] = True

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -52,13 +54,30 @@ def run_in_transaction(path: str, *args: Any) -> Any:
 
 class InlineJobQueue:
     """Development default: the job runs here and now; a failure is logged, not raised,
-    because the caller's transaction has already committed."""
+    because the caller's transaction has already committed.
+
+    A job's own commit runs the after-commit callbacks still waiting, so the jobs enqueued
+    then wait in a backlog and run one after another, not nested: otherwise every message of
+    a big transaction or sweep would add stack frames until RecursionError."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
 
     def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
+        backlog = getattr(self._local, "backlog", None)
+        if backlog is not None:
+            backlog.append((path, args))
+            return
+        self._local.backlog = backlog = deque([(path, args)])
         try:
-            run_in_transaction(path, *args)
-        except Exception:
-            log.exception("inline job %s%r failed", path, args)
+            while backlog:
+                path, args = backlog.popleft()
+                try:
+                    run_in_transaction(path, *args)
+                except Exception:
+                    log.exception("inline job %s%r failed", path, args)
+        finally:
+            self._local.backlog = None
 
 
 _worker_app: list[Flask] = []

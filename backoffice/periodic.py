@@ -15,6 +15,7 @@ class PeriodicJob:
 
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("outbox-sweeper", "backoffice.notifications.jobs.sweep_outbox", 60),
+    PeriodicJob("idempotency-key-purge", "backoffice.idempotency.purge_expired", 3600),
 )
 
 

@@ -87,8 +87,13 @@ def make_customer(email: str | None = None, *, password: str = CUSTOMER_PASSWORD
     return accounts.find_by_email(email)
 
 
-def make_policyholder(tax_id: str = "12345678Z", *, email: str | None = "maria.garcia@correo.example",
-                      name: str = "María García López", policies: int = 1):
+def make_policyholder(
+    tax_id: str = "12345678Z",
+    *,
+    email: str | None = "maria.garcia@correo.example",
+    name: str = "María García López",
+    policies: int = 1,
+):
     from backoffice.customers.models import HolderKind, Policy, Policyholder
 
     holder = Policyholder(tax_id=tax_id, kind=HolderKind.PERSON, name=name, email=email, phone="+34612345612")

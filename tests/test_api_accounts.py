@@ -11,7 +11,6 @@ from backoffice.customers.models import AssociationCase, AssociationStatus, Cust
 from backoffice.db import utcnow
 from backoffice.extensions import db
 from backoffice.notifications.models import OutboxMessage
-
 from tests.factories import (
     CUSTOMER_PASSWORD,
     bearer,
@@ -23,9 +22,13 @@ from tests.factories import (
 NEW_PASSWORD = "Otra-Clave-Nueva-77"
 
 
-def register(client, email="ana.lopez@correo.example", password=CUSTOMER_PASSWORD, accept_terms=True, **kwargs):
+def register(
+    client, email="ana.lopez@correo.example", password=CUSTOMER_PASSWORD, accept_terms=True, **kwargs
+):
     return client.post(
-        "/api/v1/accounts", json={"email": email, "password": password, "accept_terms": accept_terms}, **kwargs
+        "/api/v1/accounts",
+        json={"email": email, "password": password, "accept_terms": accept_terms},
+        **kwargs,
     )
 
 
@@ -159,7 +162,9 @@ def test_register_is_audited(client):
 def test_verify_signs_in_and_returns_the_account(client):
     register(client)
 
-    response = client.post("/api/v1/accounts/verify", json={"token": last_link_token("ana.lopez@correo.example")})
+    response = client.post(
+        "/api/v1/accounts/verify", json={"token": last_link_token("ana.lopez@correo.example")}
+    )
 
     assert response.status_code == 200
     body = response.json
@@ -237,7 +242,9 @@ def test_reset_token_cannot_verify_an_email(app, client):
     make_customer("ana.lopez@correo.example", verified=False)
     client.post("/api/v1/password-resets", json={"email": "ana.lopez@correo.example"})
 
-    response = client.post("/api/v1/accounts/verify", json={"token": last_link_token("ana.lopez@correo.example")})
+    response = client.post(
+        "/api/v1/accounts/verify", json={"token": last_link_token("ana.lopez@correo.example")}
+    )
 
     assert response.status_code == 404
 
@@ -262,7 +269,9 @@ def test_verification_links_the_only_policyholder_with_that_email(app, client):
 def test_verification_without_a_matching_holder_opens_an_association_case(app, client):
     register(client)
 
-    response = client.post("/api/v1/accounts/verify", json={"token": last_link_token("ana.lopez@correo.example")})
+    response = client.post(
+        "/api/v1/accounts/verify", json={"token": last_link_token("ana.lopez@correo.example")}
+    )
 
     assert response.json["account"]["association"]["status"] == "pending"
     case = db.session.execute(select(AssociationCase)).scalar_one()
@@ -426,7 +435,9 @@ def test_reset_confirm_applies_the_password_rules(app, client):
     client.post("/api/v1/password-resets", json={"email": "ana.lopez@correo.example"})
     token = last_link_token("ana.lopez@correo.example")
 
-    response = client.post("/api/v1/password-resets/confirm", json={"token": token, "password": "Ana.Lopez-2026"})
+    response = client.post(
+        "/api/v1/password-resets/confirm", json={"token": token, "password": "Ana.Lopez-2026"}
+    )
 
     assert response.status_code == 422
     assert response.json["errors"]["password"] == ["contains_identity"]
@@ -440,7 +451,9 @@ def test_reset_token_is_single_use(app, client):
     token = last_link_token("ana.lopez@correo.example")
     client.post("/api/v1/password-resets/confirm", json={"token": token, "password": NEW_PASSWORD})
 
-    again = client.post("/api/v1/password-resets/confirm", json={"token": token, "password": "Tercera-Clave-88"})
+    again = client.post(
+        "/api/v1/password-resets/confirm", json={"token": token, "password": "Tercera-Clave-88"}
+    )
 
     assert again.status_code == 410
     assert again.json["code"] == "token_used"
@@ -452,13 +465,17 @@ def test_reset_token_expires(app, client):
     token = last_link_token("ana.lopez@correo.example")
 
     with time_machine.travel(utcnow() + timedelta(hours=2, seconds=1)):
-        response = client.post("/api/v1/password-resets/confirm", json={"token": token, "password": NEW_PASSWORD})
+        response = client.post(
+            "/api/v1/password-resets/confirm", json={"token": token, "password": NEW_PASSWORD}
+        )
 
     assert response.json["code"] == "token_expired"
 
 
 def test_unknown_reset_token_is_404(client):
-    response = client.post("/api/v1/password-resets/confirm", json={"token": "nope", "password": NEW_PASSWORD})
+    response = client.post(
+        "/api/v1/password-resets/confirm", json={"token": "nope", "password": NEW_PASSWORD}
+    )
 
     assert response.status_code == 404
     assert response.json["code"] == "token_invalid"
@@ -495,16 +512,27 @@ def test_profile_update_normalises_phone_and_address(app, client):
         headers=bearer(token),
         json={
             "phone": "612 34 56 78",
-            "address": {"line1": "Calle  Mayor 1", "postal_code": "28013", "city": "Madrid",
-                        "province": "Madrid", "country": "es"},
+            "address": {
+                "line1": "Calle  Mayor 1",
+                "postal_code": "28013",
+                "city": "Madrid",
+                "province": "Madrid",
+                "country": "es",
+            },
         },
     )
 
     assert response.status_code == 200
     profile = response.json["profile"]
     assert profile["phone"] == "+34612345678"
-    assert profile["address"] == {"line1": "Calle Mayor 1", "line2": None, "postal_code": "28013",
-                                  "city": "Madrid", "province": "Madrid", "country": "ES"}
+    assert profile["address"] == {
+        "line1": "Calle Mayor 1",
+        "line2": None,
+        "postal_code": "28013",
+        "city": "Madrid",
+        "province": "Madrid",
+        "country": "ES",
+    }
     assert "customer.profile_changed" in actions()
 
 
@@ -513,7 +541,8 @@ def test_profile_update_refuses_bad_phone_and_postal_code_and_changes_nothing(ap
     token = sign_in(client, "ana.lopez@correo.example").json["access_token"]
 
     response = client.patch(
-        "/api/v1/me", headers=bearer(token),
+        "/api/v1/me",
+        headers=bearer(token),
         json={"phone": "12", "address": {"postal_code": "2801", "city": "Madrid", "country": "ES"}},
     )
 
@@ -545,7 +574,9 @@ def test_malformed_json_is_400_problem(client):
 
 
 def test_wrong_types_are_400_with_field_codes(client):
-    response = client.post("/api/v1/accounts", json={"email": 12, "password": ["x"], "accept_terms": "perhaps"})
+    response = client.post(
+        "/api/v1/accounts", json={"email": 12, "password": ["x"], "accept_terms": "perhaps"}
+    )
 
     assert response.status_code == 400
     assert response.json["errors"] == {"email": ["type"], "password": ["type"], "accept_terms": ["type"]}
@@ -558,7 +589,9 @@ def test_a_body_that_is_not_an_object_is_400(client):
 
 
 def test_non_json_body_is_415(client):
-    response = client.post("/api/v1/accounts", data="email=a@b.example", content_type="application/x-www-form-urlencoded")
+    response = client.post(
+        "/api/v1/accounts", data="email=a@b.example", content_type="application/x-www-form-urlencoded"
+    )
 
     assert response.status_code == 415
     assert response.json["code"] == "unsupported_media_type"

@@ -5,7 +5,6 @@ from sqlalchemy import func, select
 from backoffice.customers.models import CustomerAccount
 from backoffice.extensions import db
 from backoffice.notifications.models import OutboxMessage
-
 from tests.factories import CUSTOMER_PASSWORD, make_customer
 
 WRONG = "Wrong-Password-123"
@@ -13,7 +12,9 @@ WRONG = "Wrong-Password-123"
 
 def _sign_in(client, username, password=WRONG, ip="198.51.100.7"):
     return client.post(
-        "/api/v1/sessions", json={"username": username, "password": password}, environ_base={"REMOTE_ADDR": ip}
+        "/api/v1/sessions",
+        json={"username": username, "password": password},
+        environ_base={"REMOTE_ADDR": ip},
     )
 
 
@@ -22,7 +23,9 @@ def test_repeated_failed_sign_ins_for_a_username_are_limited(make_app):
     with app.app_context():
         make_customer("ana.lopez@correo.example")
         client = app.test_client()
-        statuses = [_sign_in(client, "ana.lopez@correo.example", ip=f"198.51.100.{n}").status_code for n in range(4)]
+        statuses = [
+            _sign_in(client, "ana.lopez@correo.example", ip=f"198.51.100.{n}").status_code for n in range(4)
+        ]
         blocked = _sign_in(client, "ana.lopez@correo.example", CUSTOMER_PASSWORD, ip="198.51.100.99")
 
     assert statuses == [401, 401, 401, 429]
@@ -67,7 +70,9 @@ def test_successful_sign_ins_are_not_counted_as_failures(make_app):
     with app.app_context():
         make_customer("ana.lopez@correo.example")
         client = app.test_client()
-        statuses = [_sign_in(client, "ana.lopez@correo.example", CUSTOMER_PASSWORD).status_code for _ in range(4)]
+        statuses = [
+            _sign_in(client, "ana.lopez@correo.example", CUSTOMER_PASSWORD).status_code for _ in range(4)
+        ]
 
     assert statuses == [200, 200, 200, 200]
 
@@ -94,7 +99,9 @@ def test_registrations_per_email_are_limited(make_app):
     app = make_app(REGISTRATION_LIMIT_EMAIL="2 per hour")
     with app.app_context():
         client = app.test_client()
-        statuses = [_register(client, "Same@correo.example", ip=f"203.0.113.{n}").status_code for n in range(3)]
+        statuses = [
+            _register(client, "Same@correo.example", ip=f"203.0.113.{n}").status_code for n in range(3)
+        ]
 
     assert statuses == [202, 202, 429]
 
@@ -105,7 +112,9 @@ def test_password_reset_requests_are_limited_per_email_and_address(make_app):
         client = app.test_client()
 
         def reset(email, ip):
-            return client.post("/api/v1/password-resets", json={"email": email}, environ_base={"REMOTE_ADDR": ip})
+            return client.post(
+                "/api/v1/password-resets", json={"email": email}, environ_base={"REMOTE_ADDR": ip}
+            )
 
         per_email = [reset("ana@correo.example", f"192.0.2.{n}").status_code for n in range(3)]
         per_ip = [reset(f"p{n}@correo.example", "192.0.2.200").status_code for n in range(4)]
@@ -143,7 +152,8 @@ def test_same_idempotency_key_with_another_body_is_refused(client):
 
 def test_a_failed_request_does_not_use_up_its_idempotency_key(client):
     bad = client.post(
-        "/api/v1/accounts", json={"email": "ana.lopez@correo.example", "password": "short", "accept_terms": True},
+        "/api/v1/accounts",
+        json={"email": "ana.lopez@correo.example", "password": "short", "accept_terms": True},
         headers={"Idempotency-Key": "k-3"},
     )
     fixed = client.post(

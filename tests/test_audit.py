@@ -1,8 +1,7 @@
 import pytest
+from flask_admin.contrib.sqla.filters import FilterEqual
 from sqlalchemy import select, text
 from sqlalchemy.exc import DatabaseError
-
-from flask_admin.contrib.sqla.filters import FilterEqual
 
 from backoffice import audit
 from backoffice.admin import UTCBetweenFilter

@@ -54,8 +54,9 @@ def _wait_until_redis_answers(server: RedisProcess) -> None:
     deadline = time.monotonic() + REDIS_START_SECONDS
     while True:
         try:
-            with Redis(host="127.0.0.1", port=server.port, socket_connect_timeout=0.5,
-                       socket_timeout=0.5) as client:
+            with Redis(
+                host="127.0.0.1", port=server.port, socket_connect_timeout=0.5, socket_timeout=0.5
+            ) as client:
                 if client.ping():
                     return
         except RedisConnectionError:
@@ -71,8 +72,19 @@ def own_redis(tmp_path) -> Iterator[RedisProcess]:
     """A redis-server of this test's own, on a free loopback port, so it can be shut down."""
     port = free_port()
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

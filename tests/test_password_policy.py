@@ -49,7 +49,9 @@ def test_every_failed_rule_is_reported_at_once():
 
 
 def test_password_must_not_contain_the_email_local_part():
-    assert password_problems("Maria.Garcia-2026", email="maria.garcia@correo.example") == ["contains_identity"]
+    assert password_problems("Maria.Garcia-2026", email="maria.garcia@correo.example") == [
+        "contains_identity"
+    ]
 
 
 def test_password_must_not_contain_the_tax_id():

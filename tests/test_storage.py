@@ -388,8 +388,13 @@ def test_a_tampered_token_is_not_found(app, storage):
 def test_a_token_signed_with_another_secret_is_not_found(app, storage):
     key = put_pdf(storage)
     forged = URLSafeSerializer("some-other-secret", salt="local-document-url").dumps(
-        {"key": key, "filename": "x.pdf", "content_type": "application/pdf", "inline": True,
-         "exp": int(time.time()) + 300}
+        {
+            "key": key,
+            "filename": "x.pdf",
+            "content_type": "application/pdf",
+            "inline": True,
+            "exp": int(time.time()) + 300,
+        }
     )
 
     assert download(app, f"/files/{forged}").status_code == 404
@@ -398,8 +403,13 @@ def test_a_token_signed_with_another_secret_is_not_found(app, storage):
 def test_a_signed_token_for_a_path_escape_is_not_found(app, tmp_path):
     (tmp_path / "victim.pdf").write_bytes(b"secret")
     token = URLSafeSerializer(app.config["SECRET_KEY"], salt="local-document-url").dumps(
-        {"key": "../victim.pdf", "filename": "x.pdf", "content_type": "application/pdf", "inline": True,
-         "exp": int(time.time()) + 300}
+        {
+            "key": "../victim.pdf",
+            "filename": "x.pdf",
+            "content_type": "application/pdf",
+            "inline": True,
+            "exp": int(time.time()) + 300,
+        }
     )
 
     assert download(app, f"/files/{token}").status_code == 404
@@ -449,7 +459,7 @@ def test_expires_in_sets_the_lifetime_of_the_url(app, storage):
 
 
 @pytest.mark.parametrize(
-    "name", [HOSTILE_NAME, "a\"; filename=\"evil.html", "ñ" * 400, "x\x00y\x7f.pdf", "😀.pdf", "a/b\\c.pdf"]
+    "name", [HOSTILE_NAME, 'a"; filename="evil.html', "ñ" * 400, "x\x00y\x7f.pdf", "😀.pdf", "a/b\\c.pdf"]
 )
 def test_content_disposition_is_a_single_well_formed_header_value(name):
     value = content_disposition(name, inline=False)
@@ -490,8 +500,13 @@ def dummy_aws_credentials(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_REGION)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL",
-                 "AWS_ENDPOINT_URL_S3"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

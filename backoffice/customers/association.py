@@ -25,7 +25,9 @@ from backoffice.extensions import db
 SYSTEM = Actor.system("association")
 
 
-def link(account: CustomerAccount, holder: Policyholder, *, actor: Actor, now: datetime | None = None) -> None:
+def link(
+    account: CustomerAccount, holder: Policyholder, *, actor: Actor, now: datetime | None = None
+) -> None:
     before = {"status": str(account.association_status), "policyholder_id": account.policyholder_id}
     account.policyholder_id = holder.id
     account.association_status = AssociationStatus.LINKED
@@ -41,9 +43,13 @@ def link(account: CustomerAccount, holder: Policyholder, *, actor: Actor, now: d
     )
 
 
-def open_case(account: CustomerAccount, reason: str, candidate_ids: list[int], *, now: datetime | None = None) -> AssociationCase:
+def open_case(
+    account: CustomerAccount, reason: str, candidate_ids: list[int], *, now: datetime | None = None
+) -> AssociationCase:
     account.association_status = AssociationStatus.PENDING
-    case = AssociationCase(account_id=account.id, reason=reason, candidate_ids=candidate_ids, opened_at=now or utcnow())
+    case = AssociationCase(
+        account_id=account.id, reason=reason, candidate_ids=candidate_ids, opened_at=now or utcnow()
+    )
     db.session.add(case)
     db.session.flush()
     audit.record(
@@ -59,9 +65,13 @@ def open_case(account: CustomerAccount, reason: str, candidate_ids: list[int], *
 def associate_by_email(account: CustomerAccount, *, now: datetime | None = None) -> AssociationStatus:
     if account.association_status == AssociationStatus.LINKED:
         return account.association_status
-    holders = db.session.execute(
-        select(Policyholder).where(func.lower(Policyholder.email) == account.email.lower()).limit(10)
-    ).scalars().all()
+    holders = (
+        db.session.execute(
+            select(Policyholder).where(func.lower(Policyholder.email) == account.email.lower()).limit(10)
+        )
+        .scalars()
+        .all()
+    )
     if len(holders) == 1:
         link(account, holders[0], actor=SYSTEM, now=now)
     else:
@@ -71,6 +81,8 @@ def associate_by_email(account: CustomerAccount, *, now: datetime | None = None)
             )
         ).first()
         if already_open is None:
-            open_case(account, "no_match" if not holders else "several_matches", [h.id for h in holders], now=now)
+            open_case(
+                account, "no_match" if not holders else "several_matches", [h.id for h in holders], now=now
+            )
         account.association_status = AssociationStatus.PENDING
     return account.association_status

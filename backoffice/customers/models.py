@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-
 from typing import Any
 
 from sqlalchemy import JSON, Enum, ForeignKey, Index, String, Text
@@ -103,7 +102,7 @@ class CustomerAccount(db.Model):
 
 class TokenPurpose(enum.StrEnum):
     VERIFY_EMAIL = "verify_email"
-    RESET_PASSWORD = "reset_password"
+    RESET_PASSWORD = "reset_password"  # noqa: S105 (a token purpose, not a secret)
 
 
 class AccountToken(db.Model):

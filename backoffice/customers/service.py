@@ -91,7 +91,13 @@ def _send_verification(account: CustomerAccount, now: datetime, template: str = 
 
 
 def register(
-    email: str, password: str, accept_terms: bool, *, language: str | None, ip: str | None, now: datetime | None = None
+    email: str,
+    password: str,
+    accept_terms: bool,
+    *,
+    language: str | None,
+    ip: str | None,
+    now: datetime | None = None,
 ) -> None:
     """Create an unverified account and email its verification link. An email that already has
     an account gets a warning email instead; the caller answers the same either way."""
@@ -170,7 +176,9 @@ class IssuedSession:
     account: CustomerAccount
 
 
-def _open_session(account: CustomerAccount, *, ip: str | None, user_agent: str | None, now: datetime) -> IssuedSession:
+def _open_session(
+    account: CustomerAccount, *, ip: str | None, user_agent: str | None, now: datetime
+) -> IssuedSession:
     lifetime = _hours("CUSTOMER_SESSION_HOURS")
     token = secrets.token_urlsafe(32)
     db.session.add(
@@ -188,7 +196,9 @@ def _open_session(account: CustomerAccount, *, ip: str | None, user_agent: str |
     return IssuedSession(token, int(lifetime.total_seconds()), account)
 
 
-def verify_email(token: str, *, ip: str | None, user_agent: str | None, now: datetime | None = None) -> IssuedSession:
+def verify_email(
+    token: str, *, ip: str | None, user_agent: str | None, now: datetime | None = None
+) -> IssuedSession:
     """The emailed link verifies the address, signs the customer in, and tries to associate the
     account with a policyholder."""
     now = now or utcnow()
@@ -215,7 +225,9 @@ def find_by_username(username: str) -> CustomerAccount | None:
         tax_id = normalise_tax_id(username).value
     except IdentityError:
         return None
-    return db.session.execute(select(CustomerAccount).where(CustomerAccount.tax_id == tax_id)).scalar_one_or_none()
+    return db.session.execute(
+        select(CustomerAccount).where(CustomerAccount.tax_id == tax_id)
+    ).scalar_one_or_none()
 
 
 def sign_in(
@@ -232,7 +244,9 @@ def sign_in(
     if not valid:
         audit.record(
             "customer.sign_in_failed",
-            actor=Actor(kind="customer", id=str(account.id) if account else None, label=username[:255], ip=ip),
+            actor=Actor(
+                kind="customer", id=str(account.id) if account else None, label=username[:255], ip=ip
+            ),
             subject_type="customer_account",
             subject_id=account.id if account else None,
         )
@@ -249,7 +263,9 @@ def sign_in(
     return issued
 
 
-def session_account(token: str | None, *, now: datetime | None = None) -> tuple[CustomerAccount, CustomerSession] | None:
+def session_account(
+    token: str | None, *, now: datetime | None = None
+) -> tuple[CustomerAccount, CustomerSession] | None:
     if not token:
         return None
     now = now or utcnow()
@@ -372,7 +388,11 @@ def update_profile(account: CustomerAccount, change: ProfileChange, *, ip: str |
             if len(country) != 2 or not country.isalpha():
                 errors["address.country"] = ["invalid"]
         postal_code = _clean_text(change.address.get("postal_code", account.postal_code), 16)
-        if postal_code and (country or "ES") == "ES" and not (len(postal_code) == 5 and postal_code.isdigit()):
+        if (
+            postal_code
+            and (country or "ES") == "ES"
+            and not (len(postal_code) == 5 and postal_code.isdigit())
+        ):
             errors["address.postal_code"] = ["invalid"]
         updates.update(
             {

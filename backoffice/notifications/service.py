@@ -101,9 +101,15 @@ def _relay_after_commit(message_id: int) -> None:
 
 
 def _forget_enqueue(message_id: int) -> None:
-    """The queue was unreachable: mark the row as not queued so the next sweep picks it up."""
-    db.session.execute(update(OutboxMessage).where(OutboxMessage.id == message_id).values(enqueued_at=None))
-    db.session.commit()
+    """The queue was unreachable: mark the row as not queued so the next sweep picks it up.
+
+    Its own short transaction, not a session commit: this runs while the caller's commit is
+    still relaying, and a session commit here would relay the next message one level deeper,
+    until a big enough transaction ends in RecursionError."""
+    with db.engine.begin() as connection:
+        connection.execute(
+            update(OutboxMessage).where(OutboxMessage.id == message_id).values(enqueued_at=None)
+        )
 
 
 def backoff(attempts: int) -> timedelta:

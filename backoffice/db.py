@@ -71,9 +71,8 @@ class AppSession(FlaskSQLAlchemySession):
 
     def commit(self) -> None:
         super().commit()
-        pending = self.info.get("after_commit", [])
-        while pending:
-            pending.pop(0)()
+        for callback in self.info.pop("after_commit", []):
+            callback()
 
     def rollback(self) -> None:
         self.info.pop("after_commit", None)

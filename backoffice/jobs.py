@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from flask import Flask, current_app, has_app_context
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job, JobStatus
 
 from backoffice.extensions import db
@@ -104,14 +104,24 @@ class RqJobQueue:
         self.queue = Queue(queue_name, connection=self.connection)
 
     def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
-        """Enqueue, unless a job with this id is already waiting: a row is never queued twice."""
+        """Enqueue, unless a job with this id is already waiting or running on a live worker:
+        a row is never queued twice. A job whose worker died (abandoned) is replaced."""
         if job_id is not None:
             existing = Job.fetch_many([job_id], connection=self.connection)[0]
             if existing is not None:
-                if existing.get_status(refresh=False) in WAITING_STATUSES:
+                status = existing.get_status(refresh=False)
+                if status in WAITING_STATUSES or (
+                    status == JobStatus.STARTED and self._worker_alive(existing)
+                ):
                     return
                 existing.delete()
         self.queue.enqueue(run_job, path, *args, job_id=job_id, job_timeout=300, failure_ttl=30 * 86400)
+
+    def _worker_alive(self, job: Job) -> bool:
+        """A worker's key expires once it stops sending heartbeats (killed, crashed, lost)."""
+        if not job.worker_name:
+            return False
+        return bool(self.connection.exists(Worker.redis_worker_namespace_prefix + job.worker_name))
 
 
 def build_job_queue(config: dict[str, Any]) -> JobQueue:

@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 from backoffice import create_app
 from backoffice.config import normalise_database_url
 from backoffice.extensions import db
+from backoffice.jobs import RqJobQueue
 
 POSTGRES_URL = os.environ.get("DATABASE_URL") or None
 REDIS_URL = os.environ.get("REDIS_URL") or None
@@ -112,6 +113,9 @@ def make_app(migrated_database: str, tmp_path: Path) -> Iterator:
 
     yield factory
     for app in apps:
+        queue = app.extensions["job_queue"]
+        if isinstance(queue, RqJobQueue):
+            queue.connection.close()
         with app.app_context():
             db.session.remove()
             if POSTGRES_URL and app is apps[0]:

@@ -31,6 +31,16 @@ SMTP_PASSWORD = "s3cret@pass"  # "@" must arrive URL-decoded
 SMTP_PASSWORD_IN_URL = "s3cret%40pass"
 
 
+class RefusingHandler:
+    """A server that refuses every recipient for good (550), as for a mailbox that does not exist."""
+
+    def __init__(self) -> None:
+        self.envelopes = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        return "550 5.1.1 No such user"
+
+
 class RecordingHandler:
     """Accepts every message and keeps its envelope, and who had logged in to send it."""
 
@@ -165,7 +175,8 @@ def test_message_id_names_the_outbox_row(make_app, smtp):
         db.session.commit()
 
     [message] = smtp.messages()
-    assert f"outbox-{message_id}@" in message["Message-ID"]
+    assert message["Message-ID"].startswith(f"<outbox-{message_id}-")
+    assert message["Message-ID"].endswith("@ventanilla.invalid>")
     assert message["Message-ID"].startswith("<") and message["Message-ID"].endswith(">")
 
 
@@ -555,3 +566,42 @@ def test_mailer_sends_a_text_only_message_when_there_is_no_html(smtp):
     [message] = smtp.messages()
     assert message.get_content_type() == "text/plain"
     assert message.get_content().strip() == "Solo texto"
+
+
+# Failures that will not go away
+
+
+def test_a_refused_recipient_is_given_up_at_once(make_app):
+    controller = Controller(RefusingHandler(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        with smtp_app(make_app, controller.port).app_context():
+            service.queue_email("nobody@example.com", "test_message", {})
+            db.session.commit()
+
+            row = the_row()
+            assert (row.status, row.attempts) == (OutboxStatus.FAILED, 1)
+            assert "550" in row.last_error
+            assert audit_events("outbox.gave_up")[0].after["permanent"] is True
+    finally:
+        controller.stop()
+
+
+def test_a_recipient_with_a_line_break_is_given_up_not_retried(make_app, smtp):
+    with smtp_app(make_app, smtp.port).app_context():
+        service.queue_email("ana@example.com\r\nBcc: victim@example.com", "test_message", {})
+        db.session.commit()
+
+        row = the_row()
+        assert row.status == OutboxStatus.FAILED
+    assert smtp.envelopes == []
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [("127.0.0.1", True), ("::1", True), ("localhost", True), ("192.0.2.10", False), ("mail.example", False)],
+)
+def test_only_a_relay_on_this_machine_may_get_credentials_without_tls(host, local):
+    from backoffice.notifications.adapters import _is_loopback
+
+    assert _is_loopback(host) is local

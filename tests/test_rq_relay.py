@@ -273,6 +273,28 @@ def test_sweep_re_enqueues_a_row_whose_worker_was_killed_mid_delivery(make_rq_ap
     assert len(smtp.envelopes) == 1
 
 
+def test_sweep_leaves_a_job_that_a_live_worker_is_still_running(make_rq_app, queue, smtp):
+    app = make_rq_app(SMTP_URL=smtp.url)
+    with app.app_context():
+        message_id = service.queue_email("ana@example.com", "test_message", {}).id
+        db.session.commit()
+        job = Job.fetch(f"outbox-{message_id}", connection=queue.connection)
+        queue.remove(job)
+        job.set_status(JobStatus.STARTED)
+        job.worker_name = "busy-worker"
+        job.save()
+        queue.connection.set("rq:worker:busy-worker", "alive", ex=60)
+
+        service.sweep(now=stale_time(app, the_row()))
+        db.session.commit()
+
+        assert queue.job_ids == []
+        assert (
+            Job.fetch(f"outbox-{message_id}", connection=queue.connection).get_status() == JobStatus.STARTED
+        )
+    assert smtp.envelopes == []
+
+
 def test_commit_succeeds_and_the_row_is_left_for_the_sweeper_when_redis_is_down(make_app):
     app = make_app(REDIS_URL=f"redis://127.0.0.1:{closed_port()}/0")
     with app.app_context():

@@ -126,7 +126,7 @@ def test_the_post_carries_the_outbox_id_as_idempotency_key(make_app, gateway):
         db.session.commit()
 
     [request] = gateway.requests
-    assert request["headers"]["Idempotency-Key"] == f"outbox-{message_id}"
+    assert request["headers"]["Idempotency-Key"].startswith(f"outbox-{message_id}-")
 
 
 def test_english_sms_text_is_posted_in_english(make_app, gateway):
@@ -193,14 +193,14 @@ def test_a_server_error_leaves_the_row_pending_with_the_status_in_last_error(mak
     assert len(gateway.requests) == 1
 
 
-def test_a_client_error_answer_is_not_taken_as_delivered(make_app, start_gateway):
+def test_a_client_error_answer_is_given_up_not_retried(make_app, start_gateway):
     gateway = start_gateway(status=422)
     with sms_app(make_app, gateway.url).app_context():
         service.queue_sms(PHONE, "test_message", {})
         db.session.commit()
 
         row = the_row()
-        assert row.status == OutboxStatus.PENDING
+        assert row.status == OutboxStatus.FAILED
         assert "SMS gateway answered 422" in row.last_error
         assert "gateway exploded" in row.last_error
 
@@ -257,4 +257,16 @@ def test_a_retried_sms_is_posted_with_the_same_idempotency_key(make_app, start_g
         db.session.commit()
 
     keys = [request["headers"]["Idempotency-Key"] for request in gateway.requests]
-    assert keys == [f"outbox-{message_id}", f"outbox-{message_id}"]
+    assert len(keys) == 2
+    assert keys[0] == keys[1]
+    assert keys[0].startswith(f"outbox-{message_id}-")
+
+
+@pytest.mark.parametrize("status", [408, 429])
+def test_busy_or_timed_out_answers_are_retried(make_app, start_gateway, status):
+    gateway = start_gateway(status=status)
+    with sms_app(make_app, gateway.url).app_context():
+        service.queue_sms(PHONE, "test_message", {})
+        db.session.commit()
+
+        assert the_row().status == OutboxStatus.PENDING

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, parseaddr
+from ipaddress import ip_address
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -13,7 +15,12 @@ import requests
 
 
 class DeliveryError(Exception):
-    """The message could not be handed over this time; it will be tried again."""
+    """The message could not be handed over. Temporary failures are tried again later;
+    `permanent` ones (a refused recipient, a malformed message) never will succeed."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class Mailer(Protocol):
@@ -39,7 +46,8 @@ class DevOutbox:
 
 
 class SmtpMailer:
-    """`smtp://user:pass@host:port` (STARTTLS when the server offers it) or `smtps://` (TLS)."""
+    """`smtp://user:pass@host:port` (STARTTLS when the server offers it) or `smtps://` (TLS).
+    Credentials are never sent in clear to a server off this machine."""
 
     name = "smtp"
 
@@ -53,6 +61,7 @@ class SmtpMailer:
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
         self.mail_from = mail_from
+        self.domain = parseaddr(mail_from)[1].rpartition("@")[2] or "ventanilla.invalid"
         self.timeout = timeout
 
     def _connect(self) -> smtplib.SMTP:
@@ -64,26 +73,36 @@ class SmtpMailer:
         if client.has_extn("starttls"):
             client.starttls(context=context)
             client.ehlo()
+        elif self.username and not _is_loopback(self.host):
+            client.close()
+            raise DeliveryError(
+                f"SMTP {self.host}:{self.port} offers no STARTTLS; credentials not sent in clear"
+            )
         return client
 
     def send(self, *, to: str, subject: str, text: str, html: str | None, message_key: str) -> None:
-        message = EmailMessage()
-        message["From"] = self.mail_from
-        message["To"] = to
-        message["Subject"] = subject
-        message["Date"] = formatdate(localtime=False)
-        # A stable Message-ID per outbox row lets receiving systems drop a duplicate delivery.
-        message["Message-ID"] = make_msgid(idstring=message_key, domain="ventanilla")
-        message.set_content(text)
-        if html:
-            message.add_alternative(html, subtype="html")
+        try:
+            message = EmailMessage()
+            message["From"] = self.mail_from
+            message["To"] = Address(addr_spec=to)
+            message["Subject"] = subject
+            message["Date"] = formatdate(localtime=False)
+            # The same Message-ID on every attempt lets receiving systems drop a duplicate delivery.
+            message["Message-ID"] = f"<{message_key}@{self.domain}>"
+            message.set_content(text)
+            if html:
+                message.add_alternative(html, subtype="html")
+        except ValueError as exc:
+            raise DeliveryError(f"message cannot be built: {exc}", permanent=True) from exc
         try:
             with self._connect() as client:
                 if self.username:
                     client.login(self.username, self.password or "")
                 client.send_message(message)
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"SMTP {self.host}:{self.port}: {exc}") from exc
+            raise DeliveryError(
+                f"SMTP {self.host}:{self.port}: {exc}", permanent=_refused_for_good(exc)
+            ) from exc
 
 
 class WebhookSmsSender:
@@ -107,7 +126,27 @@ class WebhookSmsSender:
         except requests.RequestException as exc:
             raise DeliveryError(f"SMS gateway unreachable: {exc}") from exc
         if response.status_code >= 300:
-            raise DeliveryError(f"SMS gateway answered {response.status_code}: {response.text[:200]}")
+            refused = 400 <= response.status_code < 500 and response.status_code not in (408, 429)
+            raise DeliveryError(
+                f"SMS gateway answered {response.status_code}: {response.text[:200]}", permanent=refused
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _refused_for_good(error: Exception) -> bool:
+    """A refused recipient or a message rejected with a 5xx will be refused again; anything else
+    (connection, authentication, 4xx) may work later."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return True
+    return isinstance(error, smtplib.SMTPDataError) and error.smtp_code >= 500
 
 
 def build_mailer(config: dict[str, object]) -> Mailer:

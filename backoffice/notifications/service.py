@@ -7,6 +7,7 @@ id: a row that is no longer pending is never sent again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +23,8 @@ from backoffice.extensions import db
 from backoffice.jobs import enqueue_after_commit
 from backoffice.notifications.adapters import DeliveryError
 from backoffice.notifications.models import Channel, OutboxMessage, OutboxStatus
+
+log = logging.getLogger(__name__)
 
 LANGUAGES = ("es", "en")
 DEFAULT_LANGUAGE = "es"
@@ -144,31 +147,45 @@ def deliver(message_id: int, *, now: datetime | None = None) -> OutboxStatus | N
                 subject=message.subject or "",
                 text=message.body_text,
                 html=message.body_html,
-                message_key=job_id_for(message.id),
+                message_key=delivery_key(message),
             )
         else:
-            sender.send(to=message.recipient, text=message.body_text, message_key=job_id_for(message.id))
+            sender.send(to=message.recipient, text=message.body_text, message_key=delivery_key(message))
     except DeliveryError as exc:
-        message.last_error = str(exc)[:2000]
-        message.enqueued_at = None
-        if message.attempts >= current_app.config["OUTBOX_MAX_ATTEMPTS"]:
-            message.status = OutboxStatus.FAILED
-            message.next_attempt_at = None
-            audit.record(
-                "outbox.gave_up",
-                actor=Actor.system("outbox"),
-                subject_type="outbox_message",
-                subject_id=message.id,
-                after={"attempts": message.attempts, "last_error": message.last_error},
-            )
-        else:
-            message.next_attempt_at = now + backoff(message.attempts)
+        _record_failure(message, str(exc), permanent=exc.permanent, now=now)
+        return message.status
+    except Exception as exc:
+        # A bug or an unexpected adapter error must not leave the row retried for ever.
+        log.exception("delivering outbox message %s failed unexpectedly", message.id)
+        _record_failure(message, f"{type(exc).__name__}: {exc}", permanent=True, now=now)
         return message.status
     message.status = OutboxStatus.SENT
     message.sent_at = now
     message.delivered_via = sender.name
     message.next_attempt_at = None
     return message.status
+
+
+def delivery_key(message: OutboxMessage) -> str:
+    """Stable for every attempt at one row, and unique even across database resets."""
+    return f"outbox-{message.id}-{message.created_at:%Y%m%d%H%M%S%f}"
+
+
+def _record_failure(message: OutboxMessage, error: str, *, permanent: bool, now: datetime) -> None:
+    message.last_error = error[:2000]
+    message.enqueued_at = None
+    if permanent or message.attempts >= current_app.config["OUTBOX_MAX_ATTEMPTS"]:
+        message.status = OutboxStatus.FAILED
+        message.next_attempt_at = None
+        audit.record(
+            "outbox.gave_up",
+            actor=Actor.system("outbox"),
+            subject_type="outbox_message",
+            subject_id=message.id,
+            after={"attempts": message.attempts, "last_error": message.last_error, "permanent": permanent},
+        )
+    else:
+        message.next_attempt_at = now + backoff(message.attempts)
 
 
 def sweep(*, now: datetime | None = None, limit: int = 500) -> int:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, abort, redirect, request, url_for
 from flask_admin import Admin, AdminIndexView, BaseView, expose
 from flask_admin.contrib.sqla import ModelView, filters
+from flask_admin.model import typefmt
 from flask_admin.theme import Bootstrap4Theme
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -65,8 +66,14 @@ def time_filters(column: Any, label: str) -> tuple[Any, ...]:
     )
 
 
+def utc_formatter(view: Any, value: datetime, name: str) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 class RoleView(RoleRequired, ModelView):
     form_base_class = FlaskForm
+    column_type_formatters = {**typefmt.BASE_FORMATTERS, datetime: utc_formatter}
+    column_type_formatters_detail = {**typefmt.DETAIL_FORMATTERS, datetime: utc_formatter}
     page_size = 50
     can_set_page_size = True
 

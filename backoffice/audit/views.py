@@ -42,6 +42,7 @@ class AuditEventView(RoleView):
         "occurred_at": "When (UTC)",
         "actor_label": "Actor",
         "actor_kind": "Actor kind",
+        "ip": "IP",
     }
     column_details_list = (
         "seq",

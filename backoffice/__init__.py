@@ -76,6 +76,8 @@ def _register_models() -> None:
     import backoffice.audit.models  # noqa: F401
     import backoffice.customers.models  # noqa: F401
     import backoffice.idempotency  # noqa: F401
+    import backoffice.otp  # noqa: F401
+    import backoffice.signing.models  # noqa: F401
     import backoffice.notifications.models  # noqa: F401
     import backoffice.staff.models  # noqa: F401
 

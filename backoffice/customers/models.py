@@ -158,3 +158,38 @@ class AssociationCase(db.Model):
     closed_at: Mapped[datetime | None]
 
     account: Mapped[CustomerAccount] = relationship()
+
+
+class RegistrationStatus(enum.StrEnum):
+    CODE_SENT = "code_sent"
+    SIGNED = "signed"
+    ACTIVE = "active"
+
+
+class EcustomerRegistration(db.Model):
+    """An e-Customer sign-up: matched to a person policyholder, proven by SMS, contract signed,
+    then a password set. The id is the unguessable handle the customer's browser holds."""
+
+    __tablename__ = "ecustomer_registrations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    policyholder_id: Mapped[int] = mapped_column(ForeignKey("policyholders.id"), index=True)
+    tax_id: Mapped[str] = mapped_column(String(16), index=True)
+    email: Mapped[str] = mapped_column(String(255))
+    phone: Mapped[str] = mapped_column(String(32))
+    language: Mapped[str] = mapped_column(String(8), default="es")
+    status: Mapped[RegistrationStatus] = mapped_column(_enum(RegistrationStatus), default=RegistrationStatus.CODE_SENT)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    expires_at: Mapped[datetime]
+    contract_version: Mapped[str] = mapped_column(String(32))
+    contract_key: Mapped[str] = mapped_column(String(255))
+    contract_sha256: Mapped[str] = mapped_column(String(64))
+    challenge_id: Mapped[int] = mapped_column(ForeignKey("otp_challenges.id"))
+    signed_contract_id: Mapped[int | None] = mapped_column(ForeignKey("signed_contracts.id"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("customer_accounts.id"))
+    signed_at: Mapped[datetime | None]
+    activated_at: Mapped[datetime | None]
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+
+    policyholder: Mapped[Policyholder] = relationship()

@@ -1,0 +1,1 @@
+"""Contracts signed electronically: rendering, the signing port, and the evidence kept."""

@@ -47,6 +47,8 @@ class OutboxMessage(db.Model):
     next_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     delivered_via: Mapped[str | None] = mapped_column(String(32))
+    # Secrets in the text (one-time codes) are blanked once handed to the provider.
+    redact_after_delivery: Mapped[bool] = mapped_column(default=False)
 
     def __repr__(self) -> str:
         return f"<OutboxMessage {self.id} {self.channel} to {self.recipient} {self.status}>"

@@ -63,12 +63,14 @@ def _init_ports(app: Flask) -> None:
     from backoffice.files import sign_url
     from backoffice.jobs import build_job_queue
     from backoffice.notifications.adapters import build_mailer, build_sms_sender
+    from backoffice.signing.providers import build_signer
     from backoffice.storage import build_storage
 
     app.extensions["job_queue"] = build_job_queue(app.config)
     app.extensions["mailer"] = build_mailer(app.config)
     app.extensions["sms_sender"] = build_sms_sender(app.config)
     app.extensions["storage"] = build_storage(app.config, sign_url)
+    app.extensions["signer"] = build_signer(app.config, app.instance_path)
 
 
 def _register_models() -> None:
@@ -76,9 +78,9 @@ def _register_models() -> None:
     import backoffice.audit.models  # noqa: F401
     import backoffice.customers.models  # noqa: F401
     import backoffice.idempotency  # noqa: F401
+    import backoffice.notifications.models  # noqa: F401
     import backoffice.otp  # noqa: F401
     import backoffice.signing.models  # noqa: F401
-    import backoffice.notifications.models  # noqa: F401
     import backoffice.staff.models  # noqa: F401
 
 

@@ -93,6 +93,7 @@ class HomeView(RoleRequired, AdminIndexView):
 def build_admin(app: Flask) -> Admin:
     """A new Admin per app: Flask-Admin views are bound to one application."""
     from backoffice.audit.views import AuditEventView
+    from backoffice.customers.views import EcustomerRegistrationView
     from backoffice.extensions import db
     from backoffice.job_views import FailedJobsView
     from backoffice.notifications.views import DevMailboxView, OutboxView
@@ -105,6 +106,11 @@ def build_admin(app: Flask) -> Admin:
         index_view=HomeView(name="Home", url="/admin"),
     )
     admin.init_app(app)
+    admin.add_view(
+        EcustomerRegistrationView(
+            db, name="e-Customer registrations", endpoint="ecustomer_registrations", url="/admin/ecustomer"
+        )
+    )
     admin.add_view(StaffView(StaffUser, db, name="Staff", endpoint="staff", category="Administration"))
     admin.add_view(AuditEventView(db, name="Audit log", endpoint="audit", category="Administration"))
     admin.add_view(OutboxView(db, name="Outbox", endpoint="outbox", category="Administration"))

@@ -41,6 +41,16 @@ def _check_redis() -> str | None:
     return None
 
 
+def _check_signer() -> str | None:
+    from backoffice.signing.providers import SigningError
+
+    try:
+        current_app.extensions["signer"].check()
+    except SigningError as exc:
+        return str(exc)[:200]
+    return None
+
+
 def _check_storage() -> str | None:
     try:
         current_app.extensions["storage"].check()
@@ -52,7 +62,7 @@ def _check_storage() -> str | None:
 @health.get("/readyz")
 @limiter.exempt
 def readyz():
-    checks = {"database": _check_database(), "storage": _check_storage()}
+    checks = {"database": _check_database(), "storage": _check_storage(), "signing": _check_signer()}
     if current_app.config.get("REDIS_URL"):
         checks["redis"] = _check_redis()
     ready = all(problem is None for problem in checks.values())

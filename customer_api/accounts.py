@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http
 from typing import Any
 
 from flask import current_app, request
@@ -14,8 +13,10 @@ from backoffice.extensions import db, limiter
 from backoffice.i18n import request_language
 from customer_api.core import (
     BEARER_SECURITY,
+    IDEMPOTENCY_KEY,
     client_ip,
     current_customer,
+    documented_errors,
     guard_json_body,
     idempotent,
     require_customer,
@@ -37,33 +38,6 @@ from customer_api.schemas import (
 
 blp = Blueprint("accounts", __name__, url_prefix="/api/v1", description="Individual customer accounts")
 blp.before_request(guard_json_body)
-
-JSON_ERRORS = (400, 413, 415)
-
-IDEMPOTENCY_KEY = {
-    "in": "header",
-    "name": "Idempotency-Key",
-    "required": False,
-    "description": "Retrying with the same key and body within 24 h returns the first answer and "
-    "creates nothing new; the same key with another body is refused (422), and while the first "
-    "request is still being processed the retry gets 409.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
-}
-
-
-def documented_errors(*statuses: int, json_body: bool = True):
-    """Document the problem responses an endpoint can give, so clients (and schemathesis) know."""
-
-    def decorator(view):
-        for status in (*(JSON_ERRORS if json_body else ()), *statuses):
-            view = blp.alt_response(status, response=_status_name(status))(view)
-        return view
-
-    return decorator
-
-
-def _status_name(status: int) -> str:
-    return http.HTTPStatus(status).name
 
 
 def _limit(setting: str):
@@ -110,7 +84,7 @@ def session_body(issued: accounts.IssuedSession) -> dict[str, Any]:
 @blp.arguments(RegistrationSchema)
 @blp.doc(parameters=[IDEMPOTENCY_KEY])
 @blp.response(202, StatusSchema)
-@documented_errors(409, 422, 429)
+@documented_errors(blp, 409, 422, 429)
 @idempotent
 def register(data: dict[str, Any]):
     """Register with email and password; a verification link is emailed.
@@ -126,7 +100,7 @@ def register(data: dict[str, Any]):
 @blp.route("/accounts/verify", methods=["POST"])
 @blp.arguments(TokenSchema)
 @blp.response(200, VerifiedSessionSchema)
-@documented_errors(404, 410, 422)
+@documented_errors(blp, 404, 410, 422)
 def verify(data: dict[str, Any]):
     """Verify the email with the token from the link; this also signs the customer in."""
     issued = accounts.verify_email(data["token"], ip=client_ip(), user_agent=user_agent())
@@ -143,7 +117,7 @@ def verify(data: dict[str, Any]):
 )
 @blp.arguments(SignInSchema)
 @blp.response(200, SessionSchema)
-@documented_errors(401, 403, 422, 429)
+@documented_errors(blp, 401, 403, 422, 429)
 def sign_in(data: dict[str, Any]):
     """Sign in with email or tax ID and password; returns a bearer access token."""
     try:
@@ -157,7 +131,7 @@ def sign_in(data: dict[str, Any]):
 @blp.route("/sessions/current", methods=["DELETE"])
 @blp.doc(security=BEARER_SECURITY)
 @blp.response(204)
-@documented_errors(401, json_body=False)
+@documented_errors(blp, 401, json_body=False)
 @require_customer
 def sign_out():
     """Sign out: this access token stops working."""
@@ -171,7 +145,7 @@ def sign_out():
 @blp.arguments(PasswordResetRequestSchema)
 @blp.doc(parameters=[IDEMPOTENCY_KEY])
 @blp.response(202)
-@documented_errors(409, 422, 429)
+@documented_errors(blp, 409, 422, 429)
 @idempotent
 def request_reset(data: dict[str, Any]):
     """Ask for a password-reset link. Always 202: it does not say whether the email is known."""
@@ -181,7 +155,7 @@ def request_reset(data: dict[str, Any]):
 @blp.route("/password-resets/confirm", methods=["POST"])
 @blp.arguments(PasswordResetConfirmSchema)
 @blp.response(204)
-@documented_errors(404, 410, 422)
+@documented_errors(blp, 404, 410, 422)
 def confirm_reset(data: dict[str, Any]):
     """Set a new password with the emailed token; every existing session is signed out."""
     accounts.reset_password(data["token"], data["password"], ip=client_ip())
@@ -190,7 +164,7 @@ def confirm_reset(data: dict[str, Any]):
 @blp.route("/me", methods=["GET"])
 @blp.doc(security=BEARER_SECURITY)
 @blp.response(200, AccountSchema)
-@documented_errors(401, json_body=False)
+@documented_errors(blp, 401, json_body=False)
 @require_customer
 def me():
     """The signed-in customer's account, profile and association status."""
@@ -203,7 +177,7 @@ def me():
 @require_customer  # before the body is parsed: without credentials the answer is 401, not 422
 @blp.arguments(ProfileUpdateSchema, required=False)  # every field is optional, the body too
 @blp.response(200, AccountSchema)
-@documented_errors(401, 422)
+@documented_errors(blp, 401, 422)
 def update_me(data: dict[str, Any]):
     """Complete or change the profile: postal address and phone."""
     account, _ = current_customer()
@@ -217,7 +191,7 @@ def update_me(data: dict[str, Any]):
 @blp.route("/me/policies", methods=["GET"])
 @blp.doc(security=BEARER_SECURITY)
 @blp.response(200, PolicyListSchema)
-@documented_errors(401, json_body=False)
+@documented_errors(blp, 401, json_body=False)
 @require_customer
 def my_policies():
     """Policies of the policyholder this account is linked to (empty until it is linked)."""

@@ -9,7 +9,7 @@ from functools import wraps
 from typing import Any
 
 from flask import Flask, abort, g, request
-from flask_smorest import Api
+from flask_smorest import Api, Blueprint
 from flask_smorest.utils import prepare_response
 
 from backoffice import idempotency
@@ -42,6 +42,34 @@ class CustomerApi(Api):
         default = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
         prepare_response(default, self.spec, PROBLEM_CONTENT_TYPE)
         self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
+
+
+JSON_ERRORS = (400, 413, 415)
+
+IDEMPOTENCY_KEY = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "description": "Retrying with the same key and body within 24 h returns the first answer and "
+    "creates nothing new; the same key with another body is refused (422), and while the first "
+    "request is still being processed the retry gets 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"},
+}
+
+
+def documented_errors(blueprint: Blueprint, *statuses: int, json_body: bool = True):
+    """Document the problem responses an endpoint can give, so clients (and schemathesis) know."""
+
+    def decorator(view):
+        for status in (*(JSON_ERRORS if json_body else ()), *statuses):
+            view = blueprint.alt_response(status, response=_status_name(status))(view)
+        return view
+
+    return decorator
+
+
+def _status_name(status: int) -> str:
+    return http.HTTPStatus(status).name
 
 
 def client_ip() -> str | None:
@@ -114,6 +142,7 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
 def init_customer_api(app: Flask) -> CustomerApi:
     from customer_api.accounts import blp as accounts_blp
     from customer_api.docs import docs
+    from customer_api.ecustomer import blp as ecustomer_blp
     from customer_api.problems import register_problem_handlers
 
     app.config.update(
@@ -133,7 +162,7 @@ def init_customer_api(app: Flask) -> CustomerApi:
         },
     )
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
-    for blueprint in (accounts_blp,):
+    for blueprint in (accounts_blp, ecustomer_blp):
         api.register_blueprint(blueprint)
         csrf.exempt(blueprint)  # bearer tokens, not cookies: cross-site requests carry no credentials
     app.register_blueprint(docs)

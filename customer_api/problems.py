@@ -51,6 +51,25 @@ MESSAGES = {
     "idempotency_key_mismatch": _l("This Idempotency-Key was already used with a different request."),
     "idempotency_in_progress": _l("A request with this Idempotency-Key is still being processed."),
     "internal_error": _l("Something went wrong on our side. Please try again later."),
+    "details_mismatch": _l(
+        "These details do not match our records. Please call us on %(contact_phone)s or contact your broker."
+    ),
+    "company_tax_id": _l(
+        "This is a company tax ID. Company representatives sign up through the representatives' registration."
+    ),
+    "already_registered": _l(
+        "There is already an account for this tax ID. Sign in, or reset your password if you do not remember it."
+    ),
+    "registration_expired": _l("This registration has expired. Please start again."),
+    "resend_too_soon": _l("Please wait a moment before asking for another code."),
+    "resend_limit": _l("Too many codes were requested. Please try again later."),
+    "code_invalid": _l("The code is not correct."),
+    "code_expired": _l("The code has expired. Ask for a new one."),
+    "attempts_exhausted": _l("Too many wrong codes. Please start the registration again."),
+    "already_signed": _l("The contract has already been signed."),
+    "not_signed": _l("Sign the contract first."),
+    "already_active": _l("This registration is already complete. Sign in with your tax ID."),
+    "challenge_closed": _l("This code can no longer be used. Please start again."),
     "service_unavailable": _l("The service is temporarily unavailable. Please try again later."),
 }
 
@@ -66,9 +85,13 @@ def problem(
     **extra: Any,
 ) -> Response:
     code = code or DEFAULT_CODES.get(status, "error")
+    if title is None:
+        title = str(MESSAGES.get(code, code.replace("_", " ").capitalize()))
+        if "%(" in title:
+            title = title % extra
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
-        "title": title or str(MESSAGES.get(code, code.replace("_", " ").capitalize())),
+        "title": title,
         "status": status,
         "code": code,
     }

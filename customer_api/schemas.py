@@ -132,3 +132,45 @@ class PolicySchema(ApiSchema):
 
 class PolicyListSchema(ApiSchema):
     items = fields.List(fields.Nested(PolicySchema), required=True)
+
+
+class EcustomerStartSchema(ApiSchema):
+    tax_id = text(required=True, max_length=32)
+    email = text(required=True)
+    phone = text(required=True, max_length=32)
+
+
+class EcustomerRegistrationSchema(ApiSchema):
+    id = fields.String(required=True)
+    status = fields.String(required=True)
+    phone_hint = fields.String(required=True)
+
+
+class SignatureRequestSchema(ApiSchema):
+    code = text(required=True, max_length=32)
+    accept_contract = flag(required=True)
+
+
+class SignedSchema(ApiSchema):
+    status = fields.String(required=True)
+    contract_id = fields.Integer(required=True)
+
+
+class PasswordSchema(ApiSchema):
+    password = text(required=True, max_length=1024)
+
+
+class ActivatedSchema(ApiSchema):
+    status = fields.String(required=True)
+    username = fields.String(required=True)
+
+
+class ContractSummarySchema(ApiSchema):
+    id = fields.Integer(required=True)
+    kind = fields.String(required=True)
+    signed_at = fields.DateTime(required=True)
+    sha256 = fields.String(required=True)
+
+
+class ContractListSchema(ApiSchema):
+    items = fields.List(fields.Nested(ContractSummarySchema), required=True)

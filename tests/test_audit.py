@@ -190,7 +190,7 @@ def test_audit_view_filters_by_action_and_date_range(app):
     audit.record("staff.deactivated", actor=ACTOR, subject_type="staff", subject_id=9)
     db.session.commit()
     client, _ = signed_in_client(app, Role.ADMIN)
-    view = app.extensions["admin"][0]._views[2]
+    view = next(view for view in app.extensions["admin"][0]._views if view.endpoint == "audit")
     action_filter = next(
         i for i, f in enumerate(view._filters) if type(f) is FilterEqual and f.column.key == "action"
     )

@@ -13,6 +13,7 @@ VIEW_ACCESS = {
     "/admin/staff/": ADMIN_ONLY,
     "/admin/staff/new/": ADMIN_ONLY,
     "/admin/audit/": {Role.ADMIN, Role.SUPERVISOR},
+    "/admin/ecustomer/": {Role.ADMIN, Role.SUPERVISOR},
     "/admin/outbox/": ADMIN_ONLY,
     "/admin/failed_jobs/": ADMIN_ONLY,
     "/admin/dev-mailbox/": EVERY_ROLE,

@@ -178,7 +178,9 @@ class EcustomerRegistration(db.Model):
     email: Mapped[str] = mapped_column(String(255))
     phone: Mapped[str] = mapped_column(String(32))
     language: Mapped[str] = mapped_column(String(8), default="es")
-    status: Mapped[RegistrationStatus] = mapped_column(_enum(RegistrationStatus), default=RegistrationStatus.CODE_SENT)
+    status: Mapped[RegistrationStatus] = mapped_column(
+        _enum(RegistrationStatus), default=RegistrationStatus.CODE_SENT
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     expires_at: Mapped[datetime]
     contract_version: Mapped[str] = mapped_column(String(32))

@@ -39,11 +39,20 @@ class AccountError(Exception):
     """A request the account rules refuse. `code` is the API's stable code, `errors` the
     per-field codes; `status` is the HTTP status the API answers with."""
 
-    def __init__(self, status: int, code: str, errors: dict[str, list[str]] | None = None, **extra: Any):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        errors: dict[str, list[str]] | None = None,
+        *,
+        keep_changes: bool = False,
+        **extra: Any,
+    ):
         super().__init__(code)
         self.status = status
         self.code = code
         self.errors = errors or {}
+        self.keep_changes = keep_changes  # e.g. a wrong code must stay counted although the request fails
         self.extra = extra
 
 

@@ -163,7 +163,25 @@ def deliver(message_id: int, *, now: datetime | None = None) -> OutboxStatus | N
     message.sent_at = now
     message.delivered_via = sender.name
     message.next_attempt_at = None
+    if message.redact_after_delivery and sender.name != "dev_outbox":
+        _redact(message)
     return message.status
+
+
+REDACTED_TEXT = "[redacted after delivery]"
+
+
+def _redact(message: OutboxMessage) -> None:
+    """Blank a secret-bearing message (a one-time code) once a real provider has accepted it.
+
+    The whole body goes, not only the digits: the flag does not say where the secret is.
+    The dev outbox keeps the text, so developers can read codes at /admin/dev-mailbox.
+    Pending rows keep it because it is still to be sent; given-up (failed) rows keep it too,
+    so an admin's "Send again" has something to send. Such a code stays readable, to admins
+    only (the outbox view), until it expires (minutes) or a resend supersedes it; after that
+    it opens nothing."""
+    message.body_text = REDACTED_TEXT
+    message.body_html = None
 
 
 def delivery_key(message: OutboxMessage) -> str:

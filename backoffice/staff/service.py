@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select, update
 
-from backoffice import audit
+from backoffice import audit, identity
 from backoffice.audit import Actor
 from backoffice.db import utcnow
 from backoffice.extensions import db
@@ -36,9 +36,9 @@ class StaffError(ValueError):
 
 def normalise_email(email: str) -> str:
     try:
-        return validate_email(email.strip(), check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise StaffError(f"Not a valid email address: {exc}", {"email": ["invalid"]}) from exc
+        return identity.normalise_email(email)
+    except identity.IdentityError as exc:
+        raise StaffError("Not a valid email address.", {"email": [exc.code]}) from exc
 
 
 def find_by_email(email: str) -> StaffUser | None:
@@ -49,6 +49,23 @@ def find_by_email(email: str) -> StaffUser | None:
 
 def _snapshot(user: StaffUser) -> dict[str, object]:
     return {"email": user.email, "name": user.name, "role": str(user.role), "active": user.active}
+
+
+def _audited_change(user: StaffUser, action: str, actor: Actor, change: Callable[[], None]) -> StaffUser:
+    """Apply a change and record it with the user's state before and after (if anything changed)."""
+    before = _snapshot(user)
+    change()
+    db.session.flush()
+    if _snapshot(user) != before:
+        audit.record(
+            action,
+            actor=actor,
+            subject_type="staff",
+            subject_id=user.id,
+            before=before,
+            after=_snapshot(user),
+        )
+    return user
 
 
 def create_staff(email: str, name: str, role: Role | str, password: str, *, actor: Actor) -> StaffUser:
@@ -78,19 +95,10 @@ def create_staff(email: str, name: str, role: Role | str, password: str, *, acto
 
 
 def update_staff(user: StaffUser, *, name: str, actor: Actor) -> StaffUser:
-    before = _snapshot(user)
-    user.name = name.strip() or user.name
-    db.session.flush()
-    if before != _snapshot(user):
-        audit.record(
-            "staff.updated",
-            actor=actor,
-            subject_type="staff",
-            subject_id=user.id,
-            before=before,
-            after=_snapshot(user),
-        )
-    return user
+    def rename() -> None:
+        user.name = name.strip() or user.name
+
+    return _audited_change(user, "staff.updated", actor, rename)
 
 
 def _refuse_self_lockout(user: StaffUser, actor: Actor, what: str) -> None:
@@ -107,18 +115,7 @@ def set_role(user: StaffUser, role: Role | str, *, actor: Actor) -> StaffUser:
     if user.role == role:
         return user
     _refuse_self_lockout(user, actor, "change the role of")
-    before = _snapshot(user)
-    user.role = role
-    db.session.flush()
-    audit.record(
-        "staff.role_changed",
-        actor=actor,
-        subject_type="staff",
-        subject_id=user.id,
-        before=before,
-        after=_snapshot(user),
-    )
-    return user
+    return _audited_change(user, "staff.role_changed", actor, lambda: setattr(user, "role", role))
 
 
 def deactivate(user: StaffUser, *, actor: Actor) -> StaffUser:
@@ -126,36 +123,16 @@ def deactivate(user: StaffUser, *, actor: Actor) -> StaffUser:
     if not user.active:
         return user
     _refuse_self_lockout(user, actor, "deactivate")
-    before = _snapshot(user)
-    user.active = False
-    _revoke_sessions(user.id)
-    db.session.flush()
-    audit.record(
-        "staff.deactivated",
-        actor=actor,
-        subject_type="staff",
-        subject_id=user.id,
-        before=before,
-        after=_snapshot(user),
-    )
-    return user
+
+    def switch_off() -> None:
+        user.active = False
+        _revoke_sessions(user.id)
+
+    return _audited_change(user, "staff.deactivated", actor, switch_off)
 
 
 def reactivate(user: StaffUser, *, actor: Actor) -> StaffUser:
-    if user.active:
-        return user
-    before = _snapshot(user)
-    user.active = True
-    db.session.flush()
-    audit.record(
-        "staff.reactivated",
-        actor=actor,
-        subject_type="staff",
-        subject_id=user.id,
-        before=before,
-        after=_snapshot(user),
-    )
-    return user
+    return _audited_change(user, "staff.reactivated", actor, lambda: setattr(user, "active", True))
 
 
 def set_password(user: StaffUser, password: str, *, actor: Actor) -> StaffUser:

@@ -96,6 +96,10 @@ def _register_web(app: Flask) -> None:
     app.register_blueprint(health)
     app.register_blueprint(files)
     init_customer_api(app)
+    if app.config["APP_ENV"] != "production":
+        from backoffice.dev_portal import dev_portal
+
+        app.register_blueprint(dev_portal)
     build_admin(app)
 
     @app.get("/")

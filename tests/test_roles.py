@@ -73,3 +73,4 @@ def test_dev_mailbox_does_not_exist_in_production(tmp_path):
     )
 
     assert "dev_mailbox" not in {view.endpoint for view in production.extensions["admin"][0]._views}
+    assert "dev_portal" not in production.blueprints

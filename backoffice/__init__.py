@@ -76,10 +76,12 @@ def _init_ports(app: Flask) -> None:
 def _register_models() -> None:
     """Import every package's models so metadata (and Alembic) sees all tables."""
     import backoffice.audit.models  # noqa: F401
+    import backoffice.calls.models  # noqa: F401
     import backoffice.customers.models  # noqa: F401
     import backoffice.idempotency  # noqa: F401
     import backoffice.notifications.models  # noqa: F401
     import backoffice.otp  # noqa: F401
+    import backoffice.review.models  # noqa: F401
     import backoffice.signing.models  # noqa: F401
     import backoffice.staff.models  # noqa: F401
 

@@ -80,13 +80,32 @@ def claim(key: str, endpoint: str, principal: str, payload: Any, *, now: datetim
         return Claim(conflict="idempotency_key_mismatch")
     if existing.status_code is None:
         return Claim(conflict="idempotency_in_progress")
-    return Claim(replay=(existing.status_code, existing.body))
+    return Claim(replay=(existing.status_code, _unsealed(existing.body)))
 
 
-def remember(record: IdempotencyRecord, status_code: int, body: Any) -> None:
+def _fernet() -> Any:
+    import base64
+
+    from cryptography.fernet import Fernet
+    from flask import current_app
+
+    key = hashlib.sha256(f"idempotency-replay:{current_app.config['SECRET_KEY']}".encode()).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def remember(record: IdempotencyRecord, status_code: int, body: Any, *, sealed: bool = False) -> None:
+    """`sealed` answers hold a secret shown once (an access key): kept encrypted, for 24 h only."""
     record.status_code = status_code
-    record.body = body
+    record.body = (
+        {"sealed": _fernet().encrypt(json.dumps(body, default=str).encode()).decode()} if sealed else body
+    )
     db.session.flush()
+
+
+def _unsealed(body: Any) -> Any:
+    if isinstance(body, dict) and set(body) == {"sealed"}:
+        return json.loads(_fernet().decrypt(body["sealed"].encode()))
+    return body
 
 
 def purge_expired(*, now: datetime | None = None) -> int:

@@ -117,26 +117,32 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        key = request.headers.get("Idempotency-Key")
-        if key is None:
-            return view(*args, **kwargs)
-        if not key.strip() or len(key) > idempotency.MAX_KEY_LENGTH:
-            return problem(400, "malformed_request", errors={"Idempotency-Key": ["invalid"]})
-        principal = str(g.customer[0].id) if "customer" in g else "anonymous"
-        claim = idempotency.claim(key, request.endpoint or request.path, principal, [args, kwargs])
-        if claim.conflict == "idempotency_key_mismatch":
-            return problem(422, claim.conflict)
-        if claim.conflict:
-            return problem(409, claim.conflict)
-        if claim.replay is not None:
-            status, body = claim.replay
-            return (body, status) if status else body
-        result = view(*args, **kwargs)
-        body, status = result if isinstance(result, tuple) else (result, 0)
-        idempotency.remember(claim.record, status, body)
-        return result
+        return run_idempotently([args, kwargs], lambda: view(*args, **kwargs))
 
     return wrapper
+
+
+def run_idempotently(payload: Any, action: Callable[[], Any], *, sealed: bool = False) -> Any:
+    """The request's meaning (`payload`: parsed fields and file hashes, never raw bytes) decides
+    whether a retry is the same request."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return action()
+    if not key.strip() or len(key) > idempotency.MAX_KEY_LENGTH:
+        return problem(400, "malformed_request", errors={"Idempotency-Key": ["invalid"]})
+    principal = str(g.customer[0].id) if "customer" in g else "anonymous"
+    claim = idempotency.claim(key, request.endpoint or request.path, principal, payload)
+    if claim.conflict == "idempotency_key_mismatch":
+        return problem(422, claim.conflict)
+    if claim.conflict:
+        return problem(409, claim.conflict)
+    if claim.replay is not None:
+        status, body = claim.replay
+        return (body, status) if status else body
+    result = action()
+    body, status = result if isinstance(result, tuple) else (result, 0)
+    idempotency.remember(claim.record, status, body, sealed=sealed)
+    return result
 
 
 def init_customer_api(app: Flask) -> CustomerApi:
@@ -144,8 +150,10 @@ def init_customer_api(app: Flask) -> CustomerApi:
     from customer_api.docs import docs
     from customer_api.ecustomer import blp as ecustomer_blp
     from customer_api.problems import register_problem_handlers
+    from customer_api.representatives import blp as representatives_blp
 
     app.config.update(
+        MAX_CONTENT_LENGTH=35 * 1024 * 1024,
         API_TITLE="Ventanilla customer API",
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",
@@ -162,7 +170,7 @@ def init_customer_api(app: Flask) -> CustomerApi:
         },
     )
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
-    for blueprint in (accounts_blp, ecustomer_blp):
+    for blueprint in (accounts_blp, ecustomer_blp, representatives_blp):
         api.register_blueprint(blueprint)
         csrf.exempt(blueprint)  # bearer tokens, not cookies: cross-site requests carry no credentials
     app.register_blueprint(docs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask_smorest.fields import Upload
 from marshmallow import EXCLUDE, INCLUDE, Schema, fields, validate
 
 FIELD_CODES = {"required": "required", "null": "required", "invalid": "type", "invalid_utf8": "type"}
@@ -174,3 +175,54 @@ class ContractSummarySchema(ApiSchema):
 
 class ContractListSchema(ApiSchema):
     items = fields.List(fields.Nested(ContractSummarySchema), required=True)
+
+
+class ApplicationFormSchema(ApiSchema):
+    """Form fields of a representative application (multipart/form-data)."""
+
+    company_tax_id = text(required=True, max_length=32)
+    company_name = text(required=True)
+    first_name = text(required=True, max_length=128)
+    last_name = text(required=True, max_length=128)
+    tax_id = text(required=True, max_length=32)
+    email = text(required=True)
+    phone = text(required=True, max_length=32)
+    preferred_call_times = text(
+        max_length=4096,
+        metadata={
+            "description": 'JSON list of {"weekday": 0-4, "from": "HH:MM", "to": "HH:MM"} inside the call window'
+        },
+    )
+
+
+class ApplicationFilesSchema(ApiSchema):
+    public_deed = Upload(metadata={"description": "PDF, JPEG or PNG, at most 10 MB"})
+    power_of_attorney = Upload(metadata={"description": "PDF, JPEG or PNG, at most 10 MB"})
+    tax_id_document = Upload(metadata={"description": "PDF, JPEG or PNG, at most 10 MB"})
+
+
+class ApplicationSubmissionSchema(ApplicationFormSchema, ApplicationFilesSchema):
+    """The whole multipart body of a new application: the fields and the three files."""
+
+
+class ApplicationCreatedSchema(ApiSchema):
+    id = fields.String(required=True)
+    status = fields.String(required=True)
+    access_key = fields.String(
+        required=True, metadata={"description": "Shown once; needed to read or update"}
+    )
+    call_deadline = fields.String(required=True, metadata={"format": "date-time"})
+
+
+class ApplicationDocumentSchema(ApiSchema):
+    kind = fields.String(required=True)
+    status = fields.String(required=True)
+    reason = fields.String(allow_none=True)
+
+
+class ApplicationViewSchema(ApiSchema):
+    id = fields.String(required=True)
+    status = fields.String(required=True)
+    call_deadline = fields.DateTime(required=True)
+    documents = fields.List(fields.Nested(ApplicationDocumentSchema), required=True)
+    requested_documents = fields.List(fields.String(), required=True)

@@ -51,6 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "ECUSTOMER_REGISTRATION_LIMIT_IP": "20 per hour",
     "ECUSTOMER_REGISTRATION_LIMIT_TAX_ID": "5 per hour",
     "REPRESENTATIVE_APPLICATION_LIMIT_IP": "10 per hour",
+    "REVIEW_CLAIM_IDLE_MINUTES": 30,
+    "REVIEW_AT_RISK_HOURS": 12,
+    "REVIEW_REJECTION_NEEDS_CONFIRMATION": True,
+    "DOCUMENT_RETENTION_DAYS": 90,
     "CUSTOMER_SIGN_IN_LIMIT_USERNAME": "10 per 15 minutes",
     "CUSTOMER_SIGN_IN_LIMIT_IP": "100 per 15 minutes",
     "REGISTRATION_LIMIT_IP": "20 per hour",
@@ -73,7 +77,13 @@ INTEGER_SETTINGS = (
     "OTP_MAX_WRONG_ATTEMPTS",
     "OTP_RESEND_INTERVAL_SECONDS",
     "OTP_MAX_RESENDS_PER_HOUR",
+    "REVIEW_CLAIM_IDLE_MINUTES",
+    "REVIEW_AT_RISK_HOURS",
+    "DOCUMENT_RETENTION_DAYS",
 )
+BOOLEAN_SETTINGS = ("REVIEW_REJECTION_NEEDS_CONFIRMATION",)
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
 
 
 class ConfigError(RuntimeError):
@@ -107,6 +117,12 @@ def load_config(
             config[name] = int(config[name])
         except (TypeError, ValueError):
             problems.append(f"{name} (must be a whole number)")
+    for name in BOOLEAN_SETTINGS:
+        value = config[name]
+        if isinstance(value, str):
+            if value.strip().lower() not in TRUE_WORDS | FALSE_WORDS:
+                problems.append(f"{name} (must be true or false)")
+            config[name] = value.strip().lower() in TRUE_WORDS
     if config["APP_ENV"] == "production":
         problems += _production_problems(config)
     if problems:

@@ -96,3 +96,18 @@ def test_environment_variables_override_defaults_and_overrides_win(tmp_path):
 def test_non_numeric_setting_is_named(tmp_path):
     with pytest.raises(ConfigError, match="OUTBOX_MAX_ATTEMPTS"):
         load_config({"OUTBOX_MAX_ATTEMPTS": "lots"}, str(tmp_path))
+
+
+def test_boolean_settings_read_true_and_false_words(tmp_path):
+    assert (
+        load_config({"REVIEW_REJECTION_NEEDS_CONFIRMATION": "no"}, str(tmp_path))[
+            "REVIEW_REJECTION_NEEDS_CONFIRMATION"
+        ]
+        is False
+    )
+    assert load_config({}, str(tmp_path))["REVIEW_REJECTION_NEEDS_CONFIRMATION"] is True
+
+
+def test_a_boolean_setting_that_is_not_a_boolean_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="REVIEW_REJECTION_NEEDS_CONFIRMATION"):
+        load_config({"REVIEW_REJECTION_NEEDS_CONFIRMATION": "perhaps"}, str(tmp_path))

@@ -30,6 +30,7 @@ FRIDAY_18H = datetime(2026, 11, 20, 18, 0, tzinfo=MADRID)
 
 def pdf_bytes(text: str = "Escritura") -> bytes:
     document = FPDF()
+    document.set_creation_date(datetime(2026, 1, 1, tzinfo=UTC))  # same text, same bytes
     document.add_page()
     document.set_font("Helvetica", size=12)
     document.cell(text=text)

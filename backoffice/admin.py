@@ -97,6 +97,7 @@ def build_admin(app: Flask) -> Admin:
     from backoffice.extensions import db
     from backoffice.job_views import FailedJobsView
     from backoffice.notifications.views import DevMailboxView, OutboxView
+    from backoffice.review.views import ReviewQueueView
     from backoffice.staff.models import StaffUser
     from backoffice.staff.views import StaffView
 
@@ -106,6 +107,7 @@ def build_admin(app: Flask) -> Admin:
         index_view=HomeView(name="Home", url="/admin"),
     )
     admin.init_app(app)
+    admin.add_view(ReviewQueueView(name="Legal review", endpoint="review", url="/admin/review"))
     admin.add_view(
         EcustomerRegistrationView(
             db, name="e-Customer registrations", endpoint="ecustomer_registrations", url="/admin/ecustomer"

@@ -16,6 +16,7 @@ class PeriodicJob:
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("outbox-sweeper", "backoffice.notifications.jobs.sweep_outbox", 60),
     PeriodicJob("idempotency-key-purge", "backoffice.idempotency.purge_expired", 3600),
+    PeriodicJob("document-retention", "backoffice.review.jobs.purge_expired_documents", 86400),
 )
 
 

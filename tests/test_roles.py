@@ -14,6 +14,7 @@ VIEW_ACCESS = {
     "/admin/staff/new/": ADMIN_ONLY,
     "/admin/audit/": {Role.ADMIN, Role.SUPERVISOR},
     "/admin/ecustomer/": {Role.ADMIN, Role.SUPERVISOR},
+    "/admin/review/": {Role.LEGAL_REVIEWER, Role.SUPERVISOR},
     "/admin/outbox/": ADMIN_ONLY,
     "/admin/failed_jobs/": ADMIN_ONLY,
     "/admin/dev-mailbox/": EVERY_ROLE,

@@ -1,0 +1,100 @@
+"""Periodic jobs of the review: the retention of applicants' documents."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from itertools import groupby
+
+from flask import current_app
+from sqlalchemy import select
+
+from backoffice import audit
+from backoffice.audit import Actor
+from backoffice.db import utcnow
+from backoffice.extensions import db
+from backoffice.review.models import ApplicationDocument, ApplicationStatus, RepresentativeApplication
+from backoffice.storage import StorageError
+
+log = logging.getLogger(__name__)
+
+PURGED_STATES = (ApplicationStatus.REJECTED, ApplicationStatus.EXPIRED)
+
+
+def purge_expired_documents(*, now: datetime | None = None, batch: int = 1000) -> int:
+    """Delete from storage the files of applications rejected or expired at least
+    DOCUMENT_RETENTION_DAYS ago; the rows (kind, hash, size, the review) and the audit log
+    stay, with `deleted_at` set and no storage key. Returns how many documents were purged.
+
+    A file that cannot be deleted is logged and left for the next run; the others go on.
+    Deleting is idempotent, so if this transaction is rolled back after some files went, the
+    next run marks them again. One `documents.purged` event per application; at most `batch`
+    applications per run (the rest the next day)."""
+    now = now or utcnow()
+    days = int(current_app.config["DOCUMENT_RETENTION_DAYS"])
+    cutoff = now - timedelta(days=days)
+    storage = current_app.extensions["storage"]
+    application_ids = (
+        db.session.execute(
+            select(RepresentativeApplication.id)
+            .where(
+                RepresentativeApplication.status.in_(PURGED_STATES),
+                RepresentativeApplication.decided_at <= cutoff,
+                RepresentativeApplication.documents.any(ApplicationDocument.deleted_at.is_(None)),
+            )
+            .order_by(RepresentativeApplication.decided_at, RepresentativeApplication.id)
+            .limit(batch)
+        )
+        .scalars()
+        .all()
+    )
+    documents = (
+        db.session.execute(
+            select(ApplicationDocument)
+            .where(
+                ApplicationDocument.application_id.in_(application_ids),
+                ApplicationDocument.deleted_at.is_(None),
+            )
+            .order_by(ApplicationDocument.application_id, ApplicationDocument.id)
+        )
+        .scalars()
+        .all()
+        if application_ids
+        else []
+    )
+    purged_total = 0
+    actor = Actor.system("document-retention")
+    for application_id, group in groupby(documents, key=lambda document: document.application_id):
+        purged: list[int] = []
+        failed: list[int] = []
+        for document in group:
+            if document.storage_key is not None:
+                try:
+                    storage.delete(document.storage_key)
+                except StorageError:
+                    log.warning(
+                        "retention: could not delete document %s of application %s; retrying next run",
+                        document.id,
+                        application_id,
+                        exc_info=True,
+                    )
+                    failed.append(document.id)
+                    continue
+            document.storage_key = None
+            document.deleted_at = now
+            purged.append(document.id)
+        if purged:
+            audit.record(
+                "documents.purged",
+                actor=actor,
+                subject_type="representative_application",
+                subject_id=application_id,
+                after={
+                    "documents": purged,
+                    "failed": failed,
+                    "retention_days": days,
+                },
+            )
+        purged_total += len(purged)
+    db.session.flush()
+    return purged_total

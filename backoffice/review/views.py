@@ -1,0 +1,343 @@
+"""The legal review queue and the review page. Views parse, call the queue and decision
+services, and render; every write is refused unless the reviewer holds the claim."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from flask import abort, current_app, flash, redirect, request, url_for
+from flask_admin import expose
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+
+from backoffice import audit
+from backoffice.admin import RoleBaseView
+from backoffice.extensions import db
+from backoffice.review import decisions, queue
+from backoffice.review.models import (
+    ApplicationDocument,
+    ApplicationStatus,
+    DocumentKind,
+    DocumentStatus,
+    RepresentativeApplication,
+    ReviewNote,
+)
+from backoffice.review.states import IllegalTransition
+from backoffice.staff.models import Role, StaffUser
+from backoffice.storage import StorageError
+from backoffice.web import staff_actor
+
+SLA_LABELS = {
+    "on_track": "On track",
+    "at_risk": "At risk",
+    "breached": "Breached",
+    "paused": "Paused",
+    "done": "Done",
+}
+SLA_STYLES = {
+    "on_track": "success",
+    "at_risk": "warning",
+    "breached": "danger",
+    "paused": "secondary",
+    "done": "light",
+}
+FAILURES = (queue.QueueError, decisions.ReviewError, IllegalTransition)
+
+
+def _date(value: str | None) -> date | None:
+    """A day typed in the filter; the queue reads it as that whole day in business time."""
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def local(moment: datetime | None) -> str:
+    """A UTC instant as staff read it: in the business time zone."""
+    if moment is None:
+        return ""
+    return moment.astimezone(ZoneInfo(current_app.config["BUSINESS_TZ"])).strftime("%a %d %b %Y %H:%M")
+
+
+def _reviewers() -> list[StaffUser]:
+    return list(
+        db.session.execute(
+            select(StaffUser)
+            .where(StaffUser.role == Role.LEGAL_REVIEWER, StaffUser.active.is_(True))
+            .order_by(StaffUser.name)
+        ).scalars()
+    )
+
+
+class ReviewQueueView(RoleBaseView):
+    """Legal reviewers work the queue; supervisors see all of it and reassign."""
+
+    allowed_roles = (Role.LEGAL_REVIEWER, Role.SUPERVISOR)
+
+    def _is_reviewer(self) -> bool:
+        return current_user.role == Role.LEGAL_REVIEWER
+
+    def _application(self, application_id: str) -> RepresentativeApplication:
+        application = db.session.get(RepresentativeApplication, application_id)
+        if application is None:
+            abort(404)
+        return application
+
+    def _require_reviewer_form(self) -> None:
+        if not self._is_reviewer():
+            abort(403)
+        if not FlaskForm().validate_on_submit():
+            abort(400)
+
+    def _back(self, application: RepresentativeApplication):
+        return redirect(url_for(".application", application_id=application.id))
+
+    def _act(self, application: RepresentativeApplication, action, success: str):
+        """Run one decision for the claim holder, commit it, and say what happened."""
+        self._require_reviewer_form()
+        try:
+            queue.touch(application, current_user)
+            action()
+            db.session.commit()
+        except FAILURES as exc:
+            db.session.rollback()
+            flash(f"Not done: {exc}", "error")
+        else:
+            flash(success, "success")
+        return self._back(application)
+
+    @expose("/")
+    def index(self):
+        args = request.args
+        reviewer = args.get("reviewer", "")
+        try:
+            applications = queue.queue(
+                statuses=[ApplicationStatus(s) for s in args.getlist("status") if s in set(ApplicationStatus)]
+                or None,
+                sla_states=[state for state in args.getlist("sla") if state in queue.SLA_STATES] or None,
+                mine_of=current_user.id if reviewer == "mine" else None,
+                unassigned=reviewer == "unassigned",
+                reviewer_id=int(reviewer) if reviewer.isdigit() else None,
+                submitted_from=_date(args.get("from")),
+                submitted_to=_date(args.get("to")),
+                search=args.get("q") or None,
+            )
+        except queue.QueueError as exc:
+            flash(f"Filter not applied: {exc}", "error")
+            applications = queue.queue()
+        rows = [
+            {"application": a, "sla": queue.sla_state(a), "hours_left": queue.countdown(a)}
+            for a in applications
+        ]
+        return self.render(
+            "admin/review_queue.html",
+            rows=rows,
+            reviewers=_reviewers(),
+            statuses=list(ApplicationStatus),
+            sla_labels=SLA_LABELS,
+            sla_styles=SLA_STYLES,
+            is_reviewer=self._is_reviewer(),
+            form=FlaskForm(),
+            local=local,
+        )
+
+    @expose("/claim-next", methods=("POST",))
+    def claim_next(self):
+        self._require_reviewer_form()
+        application = queue.claim_next(current_user, actor=staff_actor())
+        db.session.commit()
+        if application is None:
+            flash("The queue is empty: nothing is waiting for review.", "info")
+            return redirect(url_for(".index"))
+        return self._back(application)
+
+    @expose("/reassign", methods=("POST",))
+    def reassign(self):
+        if current_user.role != Role.SUPERVISOR or not FlaskForm().validate_on_submit():
+            abort(403)
+        ids = request.form.getlist("application_id")
+        target_id = request.form.get("reviewer_id", "")
+        target = db.session.get(StaffUser, int(target_id)) if target_id.isdigit() else None
+        if target_id and target is None:
+            flash("Not reassigned: that reviewer does not exist.", "error")
+            return redirect(url_for(".index"))
+        applications = [
+            a for a in (db.session.get(RepresentativeApplication, i) for i in ids) if a is not None
+        ]
+        try:
+            moved = queue.reassign(applications, target, actor=staff_actor())
+            db.session.commit()
+        except FAILURES as exc:
+            db.session.rollback()
+            flash(f"Not reassigned: {exc}", "error")
+        else:
+            flash(f"{moved} application(s) reassigned to {target.name if target else 'nobody'}.", "success")
+        return redirect(request.referrer or url_for(".index"))
+
+    @expose("/<application_id>")
+    def application(self, application_id: str):
+        application = self._application(application_id)
+        holder = db.session.get(StaffUser, application.claimed_by_id) if application.claimed_by_id else None
+        notes = db.session.execute(
+            select(ReviewNote)
+            .where(ReviewNote.application_id == application.id)
+            .order_by(ReviewNote.created_at)
+        ).scalars()
+        current = [d for d in application.documents if d.status != DocumentStatus.SUPERSEDED]
+        rejected = [d.kind.value for d in current if d.status == DocumentStatus.REJECTED]
+        return self.render(
+            "admin/review_application.html",
+            application=application,
+            holder=holder,
+            holds_claim=holder is not None and holder.id == current_user.id,
+            documents=current,
+            notes=list(notes),
+            authors={u.id: u for u in db.session.execute(select(StaffUser)).scalars()},
+            timeline=decisions.timeline(application),
+            sla=queue.sla_state(application),
+            hours_left=queue.countdown(application),
+            sla_labels=SLA_LABELS,
+            sla_styles=SLA_STYLES,
+            reasons=decisions.REJECTION_REASONS,
+            reason_labels=decisions.REASON_LABELS["en"],
+            kinds=[k.value for k in DocumentKind],
+            rejected_kinds=rejected,
+            request_message=decisions.compose_documents_request(application, rejected) if rejected else "",
+            reviewers=_reviewers(),
+            is_reviewer=self._is_reviewer(),
+            is_supervisor=current_user.role == Role.SUPERVISOR,
+            form=FlaskForm(),
+            local=local,
+        )
+
+    @expose("/<application_id>/documents/<int:document_id>/view")
+    def view_document(self, application_id: str, document_id: int):
+        """Viewing a document is audited; the link it opens works for a few minutes only."""
+        document = db.session.get(ApplicationDocument, document_id)
+        if document is None or document.application_id != application_id or document.storage_key is None:
+            abort(404)
+        try:
+            url = current_app.extensions["storage"].url(
+                document.storage_key,
+                filename=document.display_name,
+                content_type=document.content_type,
+                inline=True,
+                expires_in=120,
+            )
+        except StorageError:
+            abort(503)
+        audit.record(
+            "document.viewed",
+            actor=staff_actor(),
+            subject_type="application_document",
+            subject_id=document.id,
+        )
+        db.session.commit()
+        return redirect(url)
+
+    @expose("/<application_id>/documents/<int:document_id>/review", methods=("POST",))
+    def review_document(self, application_id: str, document_id: int):
+        application = self._application(application_id)
+        document = db.session.get(ApplicationDocument, document_id)
+        if document is None or document.application_id != application.id:
+            abort(404)
+        accepted = request.form.get("decision") == "accept"
+        return self._act(
+            application,
+            lambda: decisions.review_document(
+                document,
+                accepted=accepted,
+                reason_code=request.form.get("reason") or None,
+                reason_text=request.form.get("reason_text") or None,
+                reviewer=current_user,
+                actor=staff_actor(),
+            ),
+            f"Document {'accepted' if accepted else 'rejected'}.",
+        )
+
+    @expose("/<application_id>/notes", methods=("POST",))
+    def add_note(self, application_id: str):
+        application = self._application(application_id)
+        return self._act(
+            application,
+            lambda: decisions.add_note(
+                application, author=current_user, text=request.form.get("text", ""), actor=staff_actor()
+            ),
+            "Note added.",
+        )
+
+    @expose("/<application_id>/approve", methods=("POST",))
+    def approve(self, application_id: str):
+        application = self._application(application_id)
+        return self._act(
+            application,
+            lambda: decisions.approve(application, reviewer=current_user, actor=staff_actor()),
+            "Approved: a call task is open with the application's deadline.",
+        )
+
+    @expose("/<application_id>/request-documents", methods=("POST",))
+    def request_documents(self, application_id: str):
+        application = self._application(application_id)
+        return self._act(
+            application,
+            lambda: decisions.request_documents(
+                application,
+                request.form.getlist("kinds"),
+                request.form.get("message", ""),
+                reviewer=current_user,
+                actor=staff_actor(),
+            ),
+            "Documents requested: the applicant has been emailed and the deadline is paused.",
+        )
+
+    @expose("/<application_id>/reject", methods=("POST",))
+    def propose_rejection(self, application_id: str):
+        application = self._application(application_id)
+        return self._act(
+            application,
+            lambda: decisions.propose_rejection(
+                application, request.form.get("reason", ""), reviewer=current_user, actor=staff_actor()
+            ),
+            "Rejection recorded.",
+        )
+
+    @expose("/<application_id>/confirm-rejection", methods=("POST",))
+    def confirm_rejection(self, application_id: str):
+        """The second reviewer does not need the claim: confirming is their whole job here."""
+        application = self._application(application_id)
+        self._require_reviewer_form()
+        try:
+            decisions.confirm_rejection(application, confirmer=current_user, actor=staff_actor())
+            db.session.commit()
+        except FAILURES as exc:
+            db.session.rollback()
+            flash(f"Not done: {exc}", "error")
+        else:
+            flash("Rejection confirmed; the applicant has been emailed.", "success")
+        return self._back(application)
+
+    @expose("/<application_id>/withdraw-rejection", methods=("POST",))
+    def withdraw_rejection(self, application_id: str):
+        application = self._application(application_id)
+        return self._act(
+            application,
+            lambda: decisions.withdraw_rejection(application, reviewer=current_user, actor=staff_actor()),
+            "Rejection proposal withdrawn.",
+        )
+
+    @expose("/<application_id>/release", methods=("POST",))
+    def release(self, application_id: str):
+        application = self._application(application_id)
+        self._require_reviewer_form()
+        try:
+            queue.touch(application, current_user)
+            queue.release(application, actor=staff_actor())
+            db.session.commit()
+        except FAILURES as exc:
+            db.session.rollback()
+            flash(f"Not done: {exc}", "error")
+            return self._back(application)
+        flash("Released back to the queue.", "info")
+        return redirect(url_for(".index"))

@@ -1,0 +1,222 @@
+"""The legal review queue and review page, driven through the back office as staff use it."""
+
+from sqlalchemy import select
+
+from backoffice.audit.models import AuditEvent
+from backoffice.calls.models import CallTask
+from backoffice.extensions import db
+from backoffice.notifications.models import OutboxMessage
+from backoffice.review.models import ApplicationStatus, DocumentStatus, RepresentativeApplication
+from backoffice.staff.models import Role
+from tests.conftest import csrf_token_from
+from tests.factories import signed_in_client
+from tests.test_api_representatives import FIELDS, submit
+
+
+def _application(app, **fields) -> RepresentativeApplication:
+    response = submit(app.test_client(), fields={**FIELDS, **fields})
+    assert response.status_code == 201, response.json
+    return db.session.get(RepresentativeApplication, response.json["id"])
+
+
+def _post(client, url, **data):
+    token = csrf_token_from(client, "/admin/review/")
+    return client.post(url, data={"csrf_token": token, **data}, follow_redirects=True)
+
+
+def _claimed(app):
+    application = _application(app)
+    reviewer, user = signed_in_client(app, Role.LEGAL_REVIEWER)
+    _post(reviewer, "/admin/review/claim-next")
+    db.session.refresh(application)
+    return application, reviewer, user
+
+
+def _accept_all(reviewer, application):
+    for document in application.documents:
+        _post(reviewer, f"/admin/review/{application.id}/documents/{document.id}/review", decision="accept")
+
+
+def test_queue_lists_applications_with_their_sla_state(app):
+    application = _application(app)
+    reviewer, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
+
+    page = reviewer.get("/admin/review/").get_data(as_text=True)
+
+    assert application.company_name in page
+    assert "On track" in page or "At risk" in page or "Breached" in page
+
+
+def test_queue_search_finds_by_tax_id(app):
+    _application(app)
+    _application(app, company_name="Otra Empresa S.A.", company_tax_id="A58818501")
+    reviewer, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
+
+    page = reviewer.get("/admin/review/", query_string={"q": "a58818501"}).get_data(as_text=True)
+
+    assert "Otra Empresa" in page
+    assert "Transportes Ejemplo" not in page
+
+
+def test_claim_next_opens_the_earliest_application_for_review(app):
+    application, _, user = _claimed(app)
+
+    assert application.status == ApplicationStatus.IN_REVIEW
+    assert application.claimed_by_id == user.id
+
+
+def test_claim_next_on_an_empty_queue_says_so(app):
+    reviewer, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
+
+    page = _post(reviewer, "/admin/review/claim-next").get_data(as_text=True)
+
+    assert "nothing is waiting" in page
+
+
+def test_viewing_a_document_is_audited_and_opens_a_short_lived_link(app):
+    application, reviewer, user = _claimed(app)
+    document = application.documents[0]
+
+    response = reviewer.get(f"/admin/review/{application.id}/documents/{document.id}/view")
+
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/files/")
+    served = reviewer.get(response.headers["Location"])
+    served.close()
+    assert served.status_code == 200 and served.content_type == "application/pdf"
+    event = db.session.execute(select(AuditEvent).where(AuditEvent.action == "document.viewed")).scalar_one()
+    assert (event.actor_id, event.subject_id) == (str(user.id), str(document.id))
+
+
+def test_accepting_all_documents_then_approving_opens_a_call_task(app):
+    application, reviewer, _ = _claimed(app)
+    _accept_all(reviewer, application)
+
+    _post(reviewer, f"/admin/review/{application.id}/approve")
+
+    db.session.refresh(application)
+    assert application.status == ApplicationStatus.APPROVED
+    task = db.session.execute(select(CallTask)).scalar_one()
+    assert task.deadline == application.call_deadline
+
+
+def test_approve_is_refused_while_a_document_is_not_accepted(app):
+    application, reviewer, _ = _claimed(app)
+
+    page = _post(reviewer, f"/admin/review/{application.id}/approve").get_data(as_text=True)
+
+    db.session.refresh(application)
+    assert application.status == ApplicationStatus.IN_REVIEW
+    assert "Not done" in page
+
+
+def test_requesting_documents_emails_the_applicant_and_pauses(app):
+    application, reviewer, _ = _claimed(app)
+    deed = application.documents[0]
+    _post(
+        reviewer,
+        f"/admin/review/{application.id}/documents/{deed.id}/review",
+        decision="reject",
+        reason="illegible",
+    )
+
+    _post(
+        reviewer,
+        f"/admin/review/{application.id}/request-documents",
+        kinds="public_deed",
+        message="Necesitamos una copia legible de la escritura.",
+    )
+
+    db.session.refresh(application)
+    assert application.status == ApplicationStatus.NEEDS_DOCUMENTS
+    assert application.requested_documents == ["public_deed"]
+    email = db.session.execute(select(OutboxMessage).order_by(OutboxMessage.id.desc())).scalars().first()
+    assert "Necesitamos una copia legible de la escritura." in email.body_text
+
+
+def test_rejection_needs_a_second_reviewer(app):
+    application, first, _ = _claimed(app)
+    _post(first, f"/admin/review/{application.id}/reject", reason="La empresa no existe en el registro.")
+    db.session.refresh(application)
+    assert application.status == ApplicationStatus.IN_REVIEW
+
+    own = _post(first, f"/admin/review/{application.id}/confirm-rejection").get_data(as_text=True)
+    second, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
+    _post(second, f"/admin/review/{application.id}/confirm-rejection")
+
+    assert "Not done" in own
+    db.session.refresh(application)
+    assert application.status == ApplicationStatus.REJECTED
+
+
+def test_only_the_claim_holder_can_decide(app):
+    application, _, _ = _claimed(app)
+    other, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
+    document = application.documents[0]
+
+    _post(other, f"/admin/review/{application.id}/documents/{document.id}/review", decision="accept")
+
+    db.session.refresh(document)
+    assert document.status == DocumentStatus.PENDING
+
+
+def test_supervisors_read_but_cannot_decide(app):
+    application, _, _ = _claimed(app)
+    supervisor, _ = signed_in_client(app, Role.SUPERVISOR)
+
+    assert supervisor.get(f"/admin/review/{application.id}").status_code == 200
+    token = csrf_token_from(supervisor, "/admin/review/")
+    response = supervisor.post(f"/admin/review/{application.id}/approve", data={"csrf_token": token})
+
+    assert response.status_code == 403
+
+
+def test_supervisor_reassigns_in_bulk(app):
+    first = _application(app)
+    second = _application(app, company_tax_id="A58818501")
+    target_client, target = signed_in_client(app, Role.LEGAL_REVIEWER)
+    supervisor, _ = signed_in_client(app, Role.SUPERVISOR)
+
+    token = csrf_token_from(supervisor, "/admin/review/")
+    supervisor.post(
+        "/admin/review/reassign",
+        data={"csrf_token": token, "application_id": [first.id, second.id], "reviewer_id": str(target.id)},
+    )
+
+    db.session.refresh(first)
+    db.session.refresh(second)
+    assert first.claimed_by_id == second.claimed_by_id == target.id
+    mine = target_client.get("/admin/review/", query_string={"reviewer": "mine"}).get_data(as_text=True)
+    assert mine.count(FIELDS["company_name"]) == 2
+
+
+def test_other_roles_cannot_open_the_queue(app):
+    agent, _ = signed_in_client(app, Role.CALL_AGENT)
+
+    assert agent.get("/admin/review/").status_code == 403
+
+
+def test_unknown_filter_values_are_ignored_not_a_crash(app):
+    _application(app)
+    reviewer, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
+
+    response = reviewer.get(
+        "/admin/review/", query_string={"sla": "nonsense", "status": "x", "from": "yesterday"}
+    )
+
+    assert response.status_code == 200
+    assert FIELDS["company_name"] in response.get_data(as_text=True)
+
+
+def test_reassigning_to_an_unknown_reviewer_is_refused(app):
+    application, _, user = _claimed(app)
+    supervisor, _ = signed_in_client(app, Role.SUPERVISOR)
+    token = csrf_token_from(supervisor, "/admin/review/")
+
+    supervisor.post(
+        "/admin/review/reassign",
+        data={"csrf_token": token, "application_id": application.id, "reviewer_id": "99999"},
+    )
+
+    db.session.refresh(application)
+    assert application.claimed_by_id == user.id

@@ -437,3 +437,22 @@ def test_utc_and_madrid_submissions_get_the_same_deadline(client):
         body = submit(client).json
 
     assert datetime.fromisoformat(body["call_deadline"]) == datetime(2026, 11, 24, 17, 0, tzinfo=UTC)
+
+
+def test_acknowledgement_states_the_configured_call_window(make_app):
+    app = make_app(CALL_WINDOW="Mon-Thu 09:00-14:00", REDIS_URL=None)
+    with app.app_context():
+        submit(app.test_client())
+
+        text = db.session.execute(select(OutboxMessage.body_text)).scalar_one()
+
+    assert "de lunes a jueves de 9:00 a 14:00" in text
+
+
+def test_default_acknowledgement_states_the_weekday_window_in_english(client):
+    submit(client, headers={"Accept-Language": "en"})
+
+    assert (
+        "Monday to Friday from 08:00 to 22:00"
+        in db.session.execute(select(OutboxMessage.body_text)).scalar_one()
+    )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
+from babel.dates import get_day_names
 from flask import current_app
 from flask_babel import force_locale, format_datetime
 
@@ -167,6 +168,27 @@ def _store_documents(
     return stored
 
 
+def window_text(business: BusinessCalendar, language: str) -> str:
+    """The call window in words, from the configuration: "de lunes a viernes de 8:00 a 22:00"."""
+    days = get_day_names("wide", locale=language)
+    weekdays = list(business.open_weekdays)
+    contiguous = weekdays == list(range(weekdays[0], weekdays[-1] + 1))
+    opens, closes = business.opens.strftime("%H:%M"), business.closes.strftime("%H:%M")
+    if language == "es":
+        span = (
+            f"de {days[weekdays[0]]} a {days[weekdays[-1]]}"
+            if contiguous and len(weekdays) > 1
+            else ("los " + ", ".join(days[d] for d in weekdays))
+        )
+        return f"{span} de {opens.lstrip('0')} a {closes}"
+    span = (
+        f"{days[weekdays[0]]} to {days[weekdays[-1]]}"
+        if contiguous and len(weekdays) > 1
+        else (", ".join(days[d] for d in weekdays))
+    )
+    return f"{span} from {opens} to {closes}"
+
+
 def _acknowledge(application: RepresentativeApplication, *, template: str) -> None:
     business = calendar()
     with force_locale(application.language):
@@ -180,7 +202,7 @@ def _acknowledge(application: RepresentativeApplication, *, template: str) -> No
             "name": application.first_name,
             "company": application.company_name,
             "deadline": deadline,
-            "timezone": str(business.tz),
+            "window": window_text(business, application.language),
             "application_id": application.id,
         },
         language=application.language,

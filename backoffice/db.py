@@ -6,13 +6,14 @@ so SQLite and PostgreSQL both hand back timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
-from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy import DateTime, Enum, MetaData, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, registry
 from sqlalchemy.types import TypeDecorator
@@ -50,6 +51,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def value_enum(kind: type[enum.Enum], length: int = 32) -> Enum:
+    """Enums stored by their values as plain strings: portable, and readable in the database."""
+    return Enum(
+        kind, native_enum=False, length=length, values_callable=lambda members: [m.value for m in members]
+    )
 
 
 class Base(DeclarativeBase):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, request
+from flask import request
 from flask_smorest import Blueprint
 
 from backoffice.customers import service as accounts
@@ -15,6 +15,7 @@ from customer_api.core import (
     BEARER_SECURITY,
     IDEMPOTENCY_KEY,
     client_ip,
+    configured_limit,
     current_customer,
     documented_errors,
     guard_json_body,
@@ -38,10 +39,6 @@ from customer_api.schemas import (
 
 blp = Blueprint("accounts", __name__, url_prefix="/api/v1", description="Individual customer accounts")
 blp.before_request(guard_json_body)
-
-
-def _limit(setting: str):
-    return lambda: current_app.config[setting]
 
 
 def _json_field(name: str):
@@ -79,8 +76,10 @@ def session_body(issued: accounts.IssuedSession) -> dict[str, Any]:
 
 
 @blp.route("/accounts", methods=["POST"])
-@limiter.limit(_limit("REGISTRATION_LIMIT_IP"), scope="registration-ip")
-@limiter.limit(_limit("REGISTRATION_LIMIT_EMAIL"), key_func=_json_field("email"), scope="registration-email")
+@limiter.limit(configured_limit("REGISTRATION_LIMIT_IP"), scope="registration-ip")
+@limiter.limit(
+    configured_limit("REGISTRATION_LIMIT_EMAIL"), key_func=_json_field("email"), scope="registration-email"
+)
 @blp.arguments(RegistrationSchema)
 @blp.doc(parameters=[IDEMPOTENCY_KEY])
 @blp.response(202, StatusSchema)
@@ -108,9 +107,9 @@ def verify(data: dict[str, Any]):
 
 
 @blp.route("/sessions", methods=["POST"])
-@limiter.limit(_limit("CUSTOMER_SIGN_IN_LIMIT_IP"), scope="sign-in-ip", deduct_when=_failed)
+@limiter.limit(configured_limit("CUSTOMER_SIGN_IN_LIMIT_IP"), scope="sign-in-ip", deduct_when=_failed)
 @limiter.limit(
-    _limit("CUSTOMER_SIGN_IN_LIMIT_USERNAME"),
+    configured_limit("CUSTOMER_SIGN_IN_LIMIT_USERNAME"),
     key_func=_json_field("username"),
     scope="sign-in-username",
     deduct_when=_failed,
@@ -140,8 +139,10 @@ def sign_out():
 
 
 @blp.route("/password-resets", methods=["POST"])
-@limiter.limit(_limit("PASSWORD_RESET_LIMIT_IP"), scope="reset-ip")
-@limiter.limit(_limit("PASSWORD_RESET_LIMIT_EMAIL"), key_func=_json_field("email"), scope="reset-email")
+@limiter.limit(configured_limit("PASSWORD_RESET_LIMIT_IP"), scope="reset-ip")
+@limiter.limit(
+    configured_limit("PASSWORD_RESET_LIMIT_EMAIL"), key_func=_json_field("email"), scope="reset-email"
+)
 @blp.arguments(PasswordResetRequestSchema)
 @blp.doc(parameters=[IDEMPOTENCY_KEY])
 @blp.response(202)

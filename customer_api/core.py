@@ -8,7 +8,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Flask, abort, g, request
+from flask import Flask, abort, current_app, g, request
 from flask_smorest import Api, Blueprint
 from flask_smorest.utils import prepare_response
 
@@ -70,6 +70,11 @@ def documented_errors(blueprint: Blueprint, *statuses: int, json_body: bool = Tr
 
 def _status_name(status: int) -> str:
     return http.HTTPStatus(status).name
+
+
+def configured_limit(setting: str) -> Callable[[], str]:
+    """A Flask-Limiter limit read from the configuration at request time."""
+    return lambda: current_app.config[setting]
 
 
 def client_ip() -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import Response, request
 from flask_smorest import Blueprint
 
 from backoffice.customers import ecustomer
@@ -16,6 +16,7 @@ from customer_api.core import (
     BEARER_SECURITY,
     IDEMPOTENCY_KEY,
     client_ip,
+    configured_limit,
     current_customer,
     documented_errors,
     guard_json_body,
@@ -39,10 +40,6 @@ blp = Blueprint(
 blp.before_request(guard_json_body)
 
 PDF = {"type": "string", "format": "binary"}
-
-
-def _limit(setting: str):
-    return lambda: current_app.config[setting]
 
 
 def _tax_id_key() -> str:
@@ -71,8 +68,10 @@ def _keeping_attempts(action):
 
 
 @blp.route("/ecustomer/registrations", methods=["POST"])
-@limiter.limit(_limit("ECUSTOMER_REGISTRATION_LIMIT_IP"), scope="ecustomer-ip")
-@limiter.limit(_limit("ECUSTOMER_REGISTRATION_LIMIT_TAX_ID"), key_func=_tax_id_key, scope="ecustomer-tax-id")
+@limiter.limit(configured_limit("ECUSTOMER_REGISTRATION_LIMIT_IP"), scope="ecustomer-ip")
+@limiter.limit(
+    configured_limit("ECUSTOMER_REGISTRATION_LIMIT_TAX_ID"), key_func=_tax_id_key, scope="ecustomer-tax-id"
+)
 @blp.arguments(EcustomerStartSchema)
 @blp.doc(parameters=[IDEMPOTENCY_KEY])
 @blp.response(201, EcustomerRegistrationSchema)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import Any
 
-from flask import abort, current_app, request
+from flask import abort, request
 from flask_smorest import Blueprint
 
 from backoffice.extensions import limiter
@@ -15,7 +15,13 @@ from backoffice.review import service
 from backoffice.review.documents import DocumentProblem, InspectedFile, inspect_upload
 from backoffice.review.models import DocumentKind
 from backoffice.storage import StorageError
-from customer_api.core import IDEMPOTENCY_KEY, client_ip, documented_errors, run_idempotently
+from customer_api.core import (
+    IDEMPOTENCY_KEY,
+    client_ip,
+    configured_limit,
+    documented_errors,
+    run_idempotently,
+)
 from customer_api.problems import problem
 from customer_api.schemas import (
     ApplicationCreatedSchema,
@@ -70,7 +76,7 @@ def _refused(error: service.ApplicationError):
 
 
 @blp.route("/representative-applications", methods=["POST"])
-@limiter.limit(lambda: current_app.config["REPRESENTATIVE_APPLICATION_LIMIT_IP"], scope="representative-ip")
+@limiter.limit(configured_limit("REPRESENTATIVE_APPLICATION_LIMIT_IP"), scope="representative-ip")
 @blp.doc(parameters=[IDEMPOTENCY_KEY], requestBody=_multipart(ApplicationSubmissionSchema))
 @blp.response(201, ApplicationCreatedSchema)
 @documented_errors(blp, 409, 413, 422, 429, 503)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backoffice.db import utcnow
+from backoffice.db import utcnow, value_enum
 from backoffice.extensions import db
 
 
@@ -27,7 +27,7 @@ class CallTask(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     application_id: Mapped[str] = mapped_column(ForeignKey("representative_applications.id"), index=True)
     status: Mapped[CallTaskStatus] = mapped_column(
-        Enum(CallTaskStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        value_enum(CallTaskStatus, 16),
         default=CallTaskStatus.OPEN,
     )
     deadline: Mapped[datetime]

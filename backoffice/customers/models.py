@@ -6,15 +6,11 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from backoffice.db import utcnow
+from backoffice.db import utcnow, value_enum
 from backoffice.extensions import db
-
-
-def _enum(kind: type[enum.Enum]) -> Enum:
-    return Enum(kind, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e])
 
 
 class HolderKind(enum.StrEnum):
@@ -29,9 +25,7 @@ class Policyholder(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tax_id: Mapped[str] = mapped_column(String(16), unique=True)
-    kind: Mapped[HolderKind] = mapped_column(
-        Enum(HolderKind, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
-    )
+    kind: Mapped[HolderKind] = mapped_column(value_enum(HolderKind, 16))
     name: Mapped[str] = mapped_column(String(255))
     email: Mapped[str | None] = mapped_column(String(255), index=True)
     phone: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -85,7 +79,7 @@ class CustomerAccount(db.Model):
     province: Mapped[str | None] = mapped_column(String(128))
     country: Mapped[str | None] = mapped_column(String(2))
     association_status: Mapped[AssociationStatus] = mapped_column(
-        _enum(AssociationStatus), default=AssociationStatus.NONE
+        value_enum(AssociationStatus), default=AssociationStatus.NONE
     )
     policyholder_id: Mapped[int | None] = mapped_column(ForeignKey("policyholders.id"), index=True)
     linked_at: Mapped[datetime | None]
@@ -112,7 +106,7 @@ class AccountToken(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("customer_accounts.id"), index=True)
-    purpose: Mapped[TokenPurpose] = mapped_column(_enum(TokenPurpose))
+    purpose: Mapped[TokenPurpose] = mapped_column(value_enum(TokenPurpose))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
@@ -151,7 +145,7 @@ class AssociationCase(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("customer_accounts.id"), index=True)
-    status: Mapped[CaseStatus] = mapped_column(_enum(CaseStatus), default=CaseStatus.OPEN)
+    status: Mapped[CaseStatus] = mapped_column(value_enum(CaseStatus), default=CaseStatus.OPEN)
     reason: Mapped[str] = mapped_column(String(64))
     candidate_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -179,7 +173,7 @@ class EcustomerRegistration(db.Model):
     phone: Mapped[str] = mapped_column(String(32))
     language: Mapped[str] = mapped_column(String(8), default="es")
     status: Mapped[RegistrationStatus] = mapped_column(
-        _enum(RegistrationStatus), default=RegistrationStatus.CODE_SENT
+        value_enum(RegistrationStatus), default=RegistrationStatus.CODE_SENT
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     expires_at: Mapped[datetime]

@@ -6,15 +6,11 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Enum, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from backoffice.db import utcnow
+from backoffice.db import utcnow, value_enum
 from backoffice.extensions import db
-
-
-def _enum(kind: type[enum.Enum]) -> Enum:
-    return Enum(kind, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e])
 
 
 class ApplicationStatus(enum.StrEnum):
@@ -63,7 +59,7 @@ class RepresentativeApplication(db.Model):
     preferred_call_times: Mapped[list[Any]] = mapped_column(JSON, default=list)
     language: Mapped[str] = mapped_column(String(8), default="es")
     status: Mapped[ApplicationStatus] = mapped_column(
-        _enum(ApplicationStatus), default=ApplicationStatus.SUBMITTED
+        value_enum(ApplicationStatus), default=ApplicationStatus.SUBMITTED
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     submitted_at: Mapped[datetime]
@@ -96,8 +92,8 @@ class ApplicationDocument(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     application_id: Mapped[str] = mapped_column(ForeignKey("representative_applications.id"), index=True)
-    kind: Mapped[DocumentKind] = mapped_column(_enum(DocumentKind))
-    status: Mapped[DocumentStatus] = mapped_column(_enum(DocumentStatus), default=DocumentStatus.PENDING)
+    kind: Mapped[DocumentKind] = mapped_column(value_enum(DocumentKind))
+    status: Mapped[DocumentStatus] = mapped_column(value_enum(DocumentStatus), default=DocumentStatus.PENDING)
     storage_key: Mapped[str | None] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger().with_variant(db.Integer, "sqlite"))

@@ -119,3 +119,44 @@ class ReviewNote(db.Model):
     author_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CompletionStatus(enum.StrEnum):
+    INVITED = "invited"
+    PIN_SENT = "pin_sent"
+    SIGNED = "signed"
+    ACTIVE = "active"
+    SUPERSEDED = "superseded"
+
+
+class RepresentativeCompletion(db.Model):
+    """The emailed completion link of a validated application and what was done through it:
+    details confirmed, provider terms accepted, PIN sent, contract signed, account created.
+    Only the token's hash is stored; a newer link supersedes an older one."""
+
+    __tablename__ = "representative_completions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    application_id: Mapped[str] = mapped_column(ForeignKey("representative_applications.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[CompletionStatus] = mapped_column(
+        value_enum(CompletionStatus), default=CompletionStatus.INVITED
+    )
+    language: Mapped[str] = mapped_column(String(8), default="es")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    confirm_failures: Mapped[int] = mapped_column(default=0)
+    terms_version: Mapped[str | None] = mapped_column(String(32))
+    terms_sha256: Mapped[str | None] = mapped_column(String(64))
+    terms_accepted_at: Mapped[datetime | None]
+    terms_accepted_ip: Mapped[str | None] = mapped_column(String(64))
+    contract_version: Mapped[str | None] = mapped_column(String(32))
+    contract_key: Mapped[str | None] = mapped_column(String(255))
+    contract_sha256: Mapped[str | None] = mapped_column(String(64))
+    challenge_id: Mapped[int | None] = mapped_column(ForeignKey("otp_challenges.id"))
+    signed_contract_id: Mapped[int | None] = mapped_column(ForeignKey("signed_contracts.id"))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("customer_accounts.id"))
+    signed_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+    application: Mapped[RepresentativeApplication] = relationship()

@@ -254,6 +254,7 @@ def test_timeline_lists_the_application_and_document_events_oldest_first(client,
         "application.note_added",
         "application.approved",
         "call_task.opened",
+        "application.call_scheduled",
     ]
     assert [event.seq for event in timeline] == sorted(event.seq for event in timeline)
     assert other.id not in {event.subject_id for event in timeline}
@@ -280,7 +281,7 @@ def test_approve_opens_one_call_task_with_the_applications_deadline(in_review, r
     task = decisions.approve(in_review, reviewer=reviewer, actor=Actor.staff(reviewer), now=MONDAY_10H)
     db.session.commit()
 
-    assert in_review.status == ApplicationStatus.APPROVED
+    assert in_review.status == ApplicationStatus.CALL_SCHEDULED
     assert in_review.claimed_by_id is None
     [stored] = db.session.execute(select(CallTask)).scalars().all()
     assert stored.id == task.id

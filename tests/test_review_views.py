@@ -95,7 +95,7 @@ def test_accepting_all_documents_then_approving_opens_a_call_task(app):
     _post(reviewer, f"/admin/review/{application.id}/approve")
 
     db.session.refresh(application)
-    assert application.status == ApplicationStatus.APPROVED
+    assert application.status == ApplicationStatus.CALL_SCHEDULED
     task = db.session.execute(select(CallTask)).scalar_one()
     assert task.deadline == application.call_deadline
 

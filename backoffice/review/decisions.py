@@ -19,12 +19,13 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from backoffice import audit
 from backoffice.audit import Actor
 from backoffice.audit.models import AuditEvent
 from backoffice.calls.models import CallTask, CallTaskStatus
+from backoffice.calls.service import request_replan
 from backoffice.db import utcnow
 from backoffice.extensions import db
 from backoffice.notifications.service import pick_language, queue_email
@@ -322,17 +323,22 @@ def approve(
             CallTask.application_id == application.id, CallTask.status == CallTaskStatus.OPEN
         )
     ).scalar_one_or_none()
-    if task is not None:  # approved again after a call sent it back to review
+    if task is not None:  # approved again while a task is still open
         before = {"deadline": task.deadline.isoformat()}
         task.deadline = application.call_deadline
         action = "call_task.deadline_changed"
     else:
         before = None
+        # A call already made (one that sent the application back to review) kept the promise.
+        earlier_attempt = db.session.execute(
+            select(func.min(CallTask.first_attempt_at)).where(CallTask.application_id == application.id)
+        ).scalar()
         task = CallTask(
             application_id=application.id,
             status=CallTaskStatus.OPEN,
             deadline=application.call_deadline,
             created_at=now,
+            first_attempt_at=earlier_attempt,
             source="legal_approval",
         )
         db.session.add(task)
@@ -346,6 +352,8 @@ def approve(
         before=before,
         after={"application_id": application.id, "deadline": task.deadline.isoformat(), "status": "open"},
     )
+    transition(application, ApplicationStatus.CALL_SCHEDULED, actor=actor, now=now, call_task_id=task.id)
+    request_replan()
     return task
 
 

@@ -105,6 +105,17 @@ def field_errors(fields: Mapping[str, str | None]) -> dict[str, list[str]]:
     return _validated_fields(fields, calendar())[1]
 
 
+def normalised_details(fields: Mapping[str, str | None]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Company and representative details as an application stores them (tax IDs in their
+    canonical form), with any problems; used for corrections made on the validation call."""
+    values, errors = _validated_fields({**fields, "preferred_call_times": None}, calendar())
+    values.pop("preferred_call_times", None)
+    for name in ("company_tax_id", "tax_id"):
+        if name in values and not isinstance(values[name], str):
+            values[name] = values[name].value
+    return values, errors
+
+
 def _validated_fields(
     fields: Mapping[str, str | None], business: BusinessCalendar
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:

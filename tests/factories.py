@@ -108,3 +108,49 @@ def make_policyholder(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def make_call_task(
+    deadline,
+    *,
+    created_at=None,
+    preferred_call_times: list | None = None,
+    company_tax_id: str = "B12345674",
+    tax_id: str = "12345678Z",
+    email: str | None = None,
+    language: str = "es",
+):
+    """An application approved by legal (status `call_scheduled`) and its open call task,
+    written directly: the call tests start where the review ends."""
+    import secrets
+    from datetime import timedelta
+
+    from backoffice.calls.models import CallTask
+    from backoffice.review.models import ApplicationStatus, RepresentativeApplication
+
+    number = next(_sequence)
+    created_at = created_at or deadline - timedelta(days=2)
+    application = RepresentativeApplication(
+        id=secrets.token_hex(16),
+        access_key_hash="0" * 64,
+        company_tax_id=company_tax_id,
+        company_name=f"Transportes Ejemplo {number} S.L.",
+        first_name="Lucía",
+        last_name="Pérez Gil",
+        tax_id=tax_id,
+        email=email or f"representante{number}@transportes.example",
+        phone="+34611222333",
+        preferred_call_times=preferred_call_times or [],
+        language=language,
+        status=ApplicationStatus.CALL_SCHEDULED,
+        created_at=created_at,
+        submitted_at=created_at,
+        call_deadline=deadline,
+        requested_documents=[],
+    )
+    db.session.add(application)
+    db.session.flush()
+    task = CallTask(application_id=application.id, deadline=deadline, created_at=created_at)
+    db.session.add(task)
+    db.session.commit()
+    return task

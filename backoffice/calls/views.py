@@ -1,0 +1,245 @@
+"""The agent console (agenda, start next call, the call screen) and the supervisors' SLA page.
+Views parse the form, call the call service, and render."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from itertools import groupby
+
+from flask import abort, flash, redirect, request, url_for
+from flask_admin import expose
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import func, or_, select
+
+from backoffice.admin import RoleBaseView
+from backoffice.calls import service, sla
+from backoffice.calls.models import CallAttempt, CallOutcome, CallTask, CallTaskStatus
+from backoffice.db import utcnow
+from backoffice.extensions import db
+from backoffice.review.service import calendar
+from backoffice.review.states import IllegalTransition
+from backoffice.review.views import local
+from backoffice.staff.models import Role, StaffUser
+from backoffice.web import staff_actor
+
+FIELD_LABELS = {
+    "company_tax_id": "Company tax ID (CIF)",
+    "company_name": "Company name",
+    "first_name": "Representative's first name",
+    "last_name": "Representative's surname(s)",
+    "tax_id": "Representative's tax ID",
+    "email": "Email",
+    "phone": "Phone",
+}
+OUTCOME_LABELS = {
+    CallOutcome.VALIDATED: "Validated: every detail confirmed or corrected",
+    CallOutcome.NO_ANSWER: "No answer",
+    CallOutcome.CALLBACK_REQUESTED: "Call back later",
+    CallOutcome.DATA_MISMATCH: "Data mismatch: back to legal",
+}
+SLA_LABELS = {"on_track": "On track", "at_risk": "At risk", "breached": "Breached", "met": "Met"}
+SLA_STYLES = {"on_track": "success", "at_risk": "warning", "breached": "danger", "met": "secondary"}
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _task(task_id: int) -> CallTask:
+    task = db.session.get(CallTask, task_id)
+    if task is None:
+        abort(404)
+    return task
+
+
+def _require_form() -> None:
+    if not FlaskForm().validate_on_submit():
+        abort(400)
+
+
+def _preferred(task: CallTask) -> list[str]:
+    return [
+        f"{WEEKDAYS[int(wish['weekday'])]} {wish['from']}–{wish['to']}"
+        for wish in task.application.preferred_call_times or ()
+    ]
+
+
+class CallConsoleView(RoleBaseView):
+    """Call agents make the calls; supervisors may look over any task."""
+
+    allowed_roles = (Role.CALL_AGENT, Role.SUPERVISOR)
+
+    def _is_agent(self) -> bool:
+        return current_user.role == Role.CALL_AGENT
+
+    @expose("/")
+    def index(self):
+        now = utcnow()
+        business = calendar()
+        today = now.astimezone(business.tz).date()
+        day_starts = datetime.combine(today, datetime.min.time(), tzinfo=business.tz)
+        moment = func.coalesce(CallTask.callback_at, CallTask.slot_start)
+        agenda = list(
+            db.session.execute(
+                select(CallTask)
+                .where(
+                    CallTask.status.in_(service.LIVE),
+                    or_(
+                        CallTask.assigned_agent_id == current_user.id,
+                        CallTask.in_call_by_id == current_user.id,
+                    ),
+                    moment < day_starts + timedelta(days=1),
+                )
+                .order_by(moment, CallTask.deadline)
+            ).scalars()
+        )
+        pool_due = db.session.scalar(
+            select(func.count(CallTask.id)).where(
+                CallTask.status == CallTaskStatus.OPEN,
+                CallTask.assigned_agent_id.is_(None),
+                CallTask.callback_at.is_(None),
+                or_(CallTask.not_before.is_(None), CallTask.not_before <= now),
+            )
+        )
+        made_today = db.session.scalar(
+            select(func.count(CallAttempt.id)).where(
+                CallAttempt.agent_id == current_user.id, CallAttempt.started_at >= day_starts
+            )
+        )
+        return self.render(
+            "admin/calls_agenda.html",
+            agenda=[{"task": task, "sla": sla.sla_state(task, now=now)} for task in agenda],
+            current=service.current_call(current_user) if self._is_agent() else None,
+            pool_due=pool_due,
+            made_today=made_today,
+            window_open=business.is_open(now),
+            window_message=service.window_message(business),
+            is_agent=self._is_agent(),
+            sla_labels=SLA_LABELS,
+            sla_styles=SLA_STYLES,
+            form=FlaskForm(),
+            local=local,
+        )
+
+    @expose("/next", methods=("POST",))
+    def start_next(self):
+        _require_form()
+        if not self._is_agent():
+            abort(403)
+        try:
+            task = service.start_next_call(current_user, actor=staff_actor())
+            db.session.commit()
+        except service.CallError as exc:
+            db.session.rollback()
+            flash(exc.message, "error")
+            return redirect(url_for(".index"))
+        if task is None:
+            flash("Nothing is due now: no call of yours has reached its time and the pool is empty.", "info")
+            return redirect(url_for(".index"))
+        return redirect(url_for(".call", task_id=task.id))
+
+    @expose("/<int:task_id>")
+    def call(self, task_id: int):
+        return self._render_call(_task(task_id))
+
+    def _render_call(self, task: CallTask, *, errors: dict | None = None, status: int = 200):
+        now = utcnow()
+        business = calendar()
+        slots = service.callback_slots(business, now=now)
+        groups = (list(group) for _, group in groupby(slots, key=lambda s: s.astimezone(business.tz).date()))
+        days = [(local(group[0]).rsplit(" ", 1)[0], group) for group in groups]
+        page = self.render(
+            "admin/call_screen.html",
+            task=task,
+            application=task.application,
+            attempts=task.attempt_log,
+            agents={u.id: u for u in db.session.execute(select(StaffUser)).scalars()},
+            in_my_call=task.status == CallTaskStatus.IN_CALL and task.in_call_by_id == current_user.id,
+            sla=sla.sla_state(task, now=now),
+            sla_labels=SLA_LABELS,
+            sla_styles=SLA_STYLES,
+            fields=FIELD_LABELS,
+            outcomes=OUTCOME_LABELS,
+            callback_days=days,
+            preferred=_preferred(task),
+            errors=errors or {},
+            submitted=request.form if request.method == "POST" else {},
+            form=FlaskForm(),
+            local=local,
+        )
+        return page, status
+
+    @expose("/<int:task_id>/log", methods=("POST",))
+    def log(self, task_id: int):
+        _require_form()
+        if not self._is_agent():
+            abort(403)
+        task = _task(task_id)
+        form = request.form
+        checks = {
+            name: {"status": form.get(f"check_{name}", ""), "value": form.get(f"value_{name}", "")}
+            for name in service.VALIDATED_FIELDS
+            if form.get(f"check_{name}")
+        }
+        callback_at = None
+        if form.get("callback_at"):
+            try:
+                callback_at = datetime.fromisoformat(form["callback_at"])
+            except ValueError:
+                callback_at = None
+        try:
+            logged = service.log_outcome(
+                task,
+                current_user,
+                form.get("outcome", ""),
+                actor=staff_actor(),
+                checks=checks,
+                notes=form.get("notes", "")[:5000],
+                callback_at=callback_at,
+            )
+            db.session.commit()
+        except (service.CallError, IllegalTransition) as exc:
+            db.session.rollback()
+            task = _task(task_id)
+            message = exc.message if isinstance(exc, service.CallError) else str(exc)
+            details = exc.details if isinstance(exc, service.CallError) else {}
+            errors = {"form": message, **{field: codes for field, codes in details.get("errors", {}).items()}}
+            for field in details.get("fields", ()):
+                errors[field] = ["unchecked"]
+            return self._render_call(task, errors=errors, status=422)
+        flash(f"Call logged: {OUTCOME_LABELS[logged.attempt.outcome]}.", "success")
+        if logged.warning:
+            flash(logged.warning, "warning")
+        if form.get("then") == "next":
+            return self.start_next()
+        return redirect(url_for(".index"))
+
+
+class CallSlaView(RoleBaseView):
+    """The 48-hour promise on calls: tasks at risk or breached, agent load, attainment."""
+
+    allowed_roles = (Role.SUPERVISOR, Role.ADMIN)
+
+    @expose("/")
+    def index(self):
+        now = utcnow()
+        days, loads = sla.load_per_agent(now=now)
+        at_risk_capacity = list(
+            db.session.execute(
+                select(CallTask)
+                .where(CallTask.status == CallTaskStatus.OPEN, CallTask.at_risk_capacity.is_(True))
+                .order_by(CallTask.deadline)
+                .limit(200)
+            ).scalars()
+        )
+        return self.render(
+            "admin/calls_sla.html",
+            at_risk=sla.tasks_in("at_risk", now=now),
+            breached=sla.tasks_in("breached", now=now),
+            no_capacity=at_risk_capacity,
+            attainments=[sla.attainment(7, now=now), sla.attainment(30, now=now)],
+            days=days,
+            today=now.astimezone(calendar().tz).date(),
+            loads=loads,
+            agents={u.id: u for u in db.session.execute(select(StaffUser)).scalars()},
+            local=local,
+            hours_left=lambda task: calendar().working_hours_between(now, task.deadline),
+        )

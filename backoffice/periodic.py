@@ -17,6 +17,8 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("outbox-sweeper", "backoffice.notifications.jobs.sweep_outbox", 60),
     PeriodicJob("idempotency-key-purge", "backoffice.idempotency.purge_expired", 3600),
     PeriodicJob("document-retention", "backoffice.review.jobs.purge_expired_documents", 86400),
+    PeriodicJob("call-planner", "backoffice.calls.jobs.replan_calls", 300),
+    PeriodicJob("call-sla-alerts", "backoffice.calls.jobs.alert_at_risk_calls", 300),
 )
 
 

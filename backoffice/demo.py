@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import time
+
 import click
 from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
 from backoffice.audit import Actor
+from backoffice.calls.models import AgentShift
 from backoffice.customers.models import HolderKind, Policy, Policyholder
 from backoffice.extensions import db
 from backoffice.staff import service as staff
@@ -85,8 +88,18 @@ def load_demo() -> tuple[int, int]:
         ]
         db.session.add(holder)
         created_holders += 1
+    _demo_shifts()
     db.session.flush()
     return created_staff, created_holders
+
+
+def _demo_shifts() -> None:
+    """The demo call agent works Monday to Friday, 09:00–17:00, so the planner has slots."""
+    agent = staff.find_by_email("agent@ventanilla.example")
+    if db.session.execute(select(AgentShift.id).where(AgentShift.agent_id == agent.id)).first():
+        return
+    for weekday in range(5):
+        db.session.add(AgentShift(agent_id=agent.id, weekday=weekday, starts=time(9), ends=time(17)))
 
 
 @demo_cli.command("load")

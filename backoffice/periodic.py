@@ -19,6 +19,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("document-retention", "backoffice.review.jobs.purge_expired_documents", 86400),
     PeriodicJob("call-planner", "backoffice.calls.jobs.replan_calls", 300),
     PeriodicJob("call-sla-alerts", "backoffice.calls.jobs.alert_at_risk_calls", 300),
+    PeriodicJob("completion-link-expiry", "backoffice.review.jobs.expire_stale_invitations", 3600),
 )
 
 

@@ -15,7 +15,7 @@ from flask_smorest.utils import prepare_response
 from backoffice import idempotency
 from backoffice.customers import service as accounts
 from backoffice.customers.models import CustomerAccount, CustomerSession
-from backoffice.extensions import csrf
+from backoffice.extensions import csrf, db
 from customer_api.problems import problem
 from customer_api.schemas import ProblemSchema
 
@@ -127,6 +127,17 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def keeping_attempts(action: Callable[[], Any]) -> Any:
+    """Run a step whose refusals must still be recorded (wrong codes, codes sent): commit those
+    changes, then answer."""
+    try:
+        return action()
+    except accounts.AccountError as error:
+        if error.keep_changes:
+            db.session.commit()
+        raise
+
+
 def run_idempotently(payload: Any, action: Callable[[], Any], *, sealed: bool = False) -> Any:
     """The request's meaning (`payload`: parsed fields and file hashes, never raw bytes) decides
     whether a retry is the same request."""
@@ -152,6 +163,7 @@ def run_idempotently(payload: Any, action: Callable[[], Any], *, sealed: bool = 
 
 def init_customer_api(app: Flask) -> CustomerApi:
     from customer_api.accounts import blp as accounts_blp
+    from customer_api.completions import blp as completions_blp
     from customer_api.docs import docs
     from customer_api.ecustomer import blp as ecustomer_blp
     from customer_api.problems import register_problem_handlers
@@ -175,7 +187,7 @@ def init_customer_api(app: Flask) -> CustomerApi:
         },
     )
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
-    for blueprint in (accounts_blp, ecustomer_blp, representatives_blp):
+    for blueprint in (accounts_blp, ecustomer_blp, representatives_blp, completions_blp):
         api.register_blueprint(blueprint)
         csrf.exempt(blueprint)  # bearer tokens, not cookies: cross-site requests carry no credentials
     app.register_blueprint(docs)

@@ -9,8 +9,7 @@ from flask import Response, request
 from flask_smorest import Blueprint
 
 from backoffice.customers import ecustomer
-from backoffice.customers.service import AccountError
-from backoffice.extensions import db, limiter
+from backoffice.extensions import limiter
 from backoffice.i18n import request_language
 from customer_api.core import (
     BEARER_SECURITY,
@@ -21,6 +20,7 @@ from customer_api.core import (
     documented_errors,
     guard_json_body,
     idempotent,
+    keeping_attempts,
     require_customer,
     user_agent,
 )
@@ -54,17 +54,6 @@ def _pdf(data: bytes, filename: str) -> Response:
     response.headers["Content-Disposition"] = f'inline; filename="{filename}"'
     response.headers["Cache-Control"] = "private, no-store"
     return response
-
-
-def _keeping_attempts(action):
-    """Run a step whose refusals must still be recorded (wrong codes, codes sent): commit those
-    changes, then answer."""
-    try:
-        return action()
-    except AccountError as error:
-        if error.keep_changes:
-            db.session.commit()
-        raise
 
 
 @blp.route("/ecustomer/registrations", methods=["POST"])
@@ -106,7 +95,7 @@ def resend_code(registration_id: str):
         registration = ecustomer.find(registration_id)
         ecustomer.resend_code(registration, ip=client_ip())
 
-    _keeping_attempts(action)
+    keeping_attempts(action)
 
 
 @blp.route("/ecustomer/registrations/<registration_id>/contract", methods=["GET"])
@@ -131,7 +120,7 @@ def signature(data: dict[str, Any], registration_id: str):
             registration, data["code"], data["accept_contract"], ip=client_ip(), user_agent=user_agent()
         )
 
-    signed = _keeping_attempts(action)
+    signed = keeping_attempts(action)
     return {"status": "signed", "contract_id": signed.id}
 
 

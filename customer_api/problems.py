@@ -71,6 +71,7 @@ MESSAGES = {
     "already_active": _l("This registration is already complete. Sign in with your tax ID."),
     "challenge_closed": _l("This code can no longer be used. Please start again."),
     "service_unavailable": _l("The service is temporarily unavailable. Please try again later."),
+    "not_confirmed": _l("Confirm your details and accept the signature provider's terms first."),
 }
 
 

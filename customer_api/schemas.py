@@ -226,3 +226,37 @@ class ApplicationViewSchema(ApiSchema):
     call_deadline = fields.DateTime(required=True)
     documents = fields.List(fields.Nested(ApplicationDocumentSchema), required=True)
     requested_documents = fields.List(fields.String(), required=True)
+
+
+class ProviderTermsSchema(ApiSchema):
+    version = fields.String(required=True)
+    language = fields.String(required=True)
+    text = fields.String(required=True)
+    sha256 = fields.String(required=True, metadata={"description": "SHA-256 of the text as accepted"})
+
+
+class CompletionViewSchema(ApiSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["invited", "pin_sent", "signed"]))
+    provider_terms = fields.Nested(ProviderTermsSchema, required=True)
+    fields_to_confirm = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "The details to type again; their values are never sent back"},
+    )
+
+
+class CompletionConfirmSchema(ApiSchema):
+    company_tax_id = text(required=True, max_length=32)
+    tax_id = text(required=True, max_length=32)
+    email = text(required=True)
+    phone = text(required=True, max_length=32)
+    accept_provider_terms = flag(required=True)
+
+
+class PinSentSchema(ApiSchema):
+    status = fields.String(required=True)
+    phone_hint = fields.String(required=True)
+
+
+class CompletionSignatureSchema(ApiSchema):
+    pin = text(required=True, max_length=32)

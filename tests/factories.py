@@ -93,10 +93,11 @@ def make_policyholder(
     email: str | None = "maria.garcia@correo.example",
     name: str = "María García López",
     policies: int = 1,
+    kind: str = "person",
 ):
     from backoffice.customers.models import HolderKind, Policy, Policyholder
 
-    holder = Policyholder(tax_id=tax_id, kind=HolderKind.PERSON, name=name, email=email, phone="+34612345612")
+    holder = Policyholder(tax_id=tax_id, kind=HolderKind(kind), name=name, email=email, phone="+34612345612")
     holder.policies = [
         Policy(number=f"{tax_id}-{n}", product="auto", status="active", coverage="Todo riesgo")
         for n in range(1, policies + 1)

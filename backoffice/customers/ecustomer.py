@@ -121,7 +121,7 @@ def start(
             io.BytesIO(contract), prefix="contracts-unsigned", content_type="application/pdf"
         )
     except StorageError as exc:
-        raise _unavailable(exc) from exc
+        raise service_unavailable(exc) from exc
     registration_id = secrets.token_urlsafe(24)
     challenge = otp.open_challenge(
         purpose=OTP_PURPOSE,
@@ -180,7 +180,7 @@ def _challenge(registration: EcustomerRegistration) -> otp.OtpChallenge:
     return db.session.get(otp.OtpChallenge, registration.challenge_id)
 
 
-def _otp_failure(error: otp.OtpError) -> AccountError:
+def otp_failure(error: otp.OtpError) -> AccountError:
     """Wrong tries and sent codes stay recorded although the request is refused."""
     if error.code in ("resend_too_soon", "resend_limit"):
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
@@ -192,9 +192,9 @@ def _otp_failure(error: otp.OtpError) -> AccountError:
     return AccountError(409, error.code, keep_changes=True)
 
 
-def _unavailable(error: Exception) -> AccountError:
+def service_unavailable(error: Exception) -> AccountError:
     """Storage or the signing provider is down: 503, and the request changes nothing."""
-    current_app.logger.error("e-Customer step failed: %s", error)
+    current_app.logger.error("signing step failed: %s", error)
     return AccountError(503, "service_unavailable")
 
 
@@ -204,7 +204,7 @@ def resend_code(registration: EcustomerRegistration, *, ip: str | None, now: dat
     try:
         otp.resend_code(_challenge(registration), language=registration.language, now=now)
     except otp.OtpError as exc:
-        raise _otp_failure(exc) from exc
+        raise otp_failure(exc) from exc
     audit.record(
         "ecustomer.code_resent",
         actor=_registration_actor(registration, ip),
@@ -220,7 +220,7 @@ def contract_bytes(registration: EcustomerRegistration) -> bytes:
     try:
         return _stored_contract(registration)
     except StorageError as exc:
-        raise _unavailable(exc) from exc
+        raise service_unavailable(exc) from exc
 
 
 def _stored_contract(registration: EcustomerRegistration) -> bytes:
@@ -257,7 +257,7 @@ def sign(
             subject_id=registration.id,
             after={"reason": exc.code, "attempts_left": exc.attempts_left},
         )
-        raise _otp_failure(exc) from exc
+        raise otp_failure(exc) from exc
 
     holder = registration.policyholder
     storage = current_app.extensions["storage"]
@@ -272,7 +272,7 @@ def sign(
             io.BytesIO(signed.data), prefix="contracts-signed", content_type="application/pdf"
         )
     except (StorageError, SigningError) as exc:
-        raise _unavailable(exc) from exc
+        raise service_unavailable(exc) from exc
     contract = SignedContract(
         kind="ecustomer",
         policyholder_id=holder.id,
@@ -379,4 +379,4 @@ def signed_pdf(contract: SignedContract) -> bytes:
         with current_app.extensions["storage"].open(contract.signed_key) as stream:
             return stream.read()
     except StorageError as exc:
-        raise _unavailable(exc) from exc
+        raise service_unavailable(exc) from exc

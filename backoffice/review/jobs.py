@@ -1,4 +1,5 @@
-"""Periodic jobs of the review: the retention of applicants' documents."""
+"""Periodic jobs of the review: the retention of applicants' documents, and the expiry of
+completion links nobody used."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ from datetime import datetime, timedelta
 from itertools import groupby
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from backoffice import audit
 from backoffice.audit import Actor
 from backoffice.db import utcnow
 from backoffice.extensions import db
-from backoffice.review.models import ApplicationDocument, ApplicationStatus, RepresentativeApplication
+from backoffice.review.models import (
+    ApplicationDocument,
+    ApplicationStatus,
+    RepresentativeApplication,
+    RepresentativeCompletion,
+)
+from backoffice.review.states import transition
 from backoffice.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -98,3 +105,42 @@ def purge_expired_documents(*, now: datetime | None = None, batch: int = 1000) -
         purged_total += len(purged)
     db.session.flush()
     return purged_total
+
+
+def expire_stale_invitations(*, now: datetime | None = None, batch: int = 1000) -> int:
+    """Invited applications whose newest completion link has expired unused become `expired`
+    (a final state: a new application is needed). A representative who lost the link asks for a
+    new one before it expires (`completion.reinvite`). Returns how many applications expired;
+    at most `batch` per run, the rest the next run."""
+    now = now or utcnow()
+    newest = (
+        select(
+            RepresentativeCompletion.application_id,
+            func.max(RepresentativeCompletion.id).label("completion_id"),
+        )
+        .group_by(RepresentativeCompletion.application_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(RepresentativeApplication, RepresentativeCompletion)
+        .join(newest, newest.c.application_id == RepresentativeApplication.id)
+        .join(RepresentativeCompletion, RepresentativeCompletion.id == newest.c.completion_id)
+        .where(
+            RepresentativeApplication.status == ApplicationStatus.INVITED,
+            RepresentativeCompletion.expires_at <= now,
+        )
+        .order_by(RepresentativeCompletion.expires_at, RepresentativeApplication.id)
+        .limit(batch)
+    ).all()
+    actor = Actor.system("completion-expiry")
+    for application, completion in rows:
+        transition(
+            application,
+            ApplicationStatus.EXPIRED,
+            actor=actor,
+            now=now,
+            completion_id=completion.id,
+            link_expired_at=completion.expires_at.isoformat(),
+        )
+    db.session.flush()
+    return len(rows)

@@ -93,6 +93,7 @@ class HomeView(RoleRequired, AdminIndexView):
 def build_admin(app: Flask) -> Admin:
     """A new Admin per app: Flask-Admin views are bound to one application."""
     from backoffice.audit.views import AuditEventView
+    from backoffice.calls.staffing_views import StaffingView
     from backoffice.calls.views import CallConsoleView, CallSlaView
     from backoffice.customers.views import EcustomerRegistrationView
     from backoffice.extensions import db
@@ -111,6 +112,9 @@ def build_admin(app: Flask) -> Admin:
     admin.add_view(ReviewQueueView(name="Legal review", endpoint="review", url="/admin/review"))
     admin.add_view(CallConsoleView(name="My calls", endpoint="calls", url="/admin/calls", category="Calls"))
     admin.add_view(CallSlaView(name="Call SLA", endpoint="call_sla", url="/admin/call-sla", category="Calls"))
+    admin.add_view(
+        StaffingView(name="Agent shifts", endpoint="staffing", url="/admin/staffing", category="Calls")
+    )
     admin.add_view(
         EcustomerRegistrationView(
             db, name="e-Customer registrations", endpoint="ecustomer_registrations", url="/admin/ecustomer"

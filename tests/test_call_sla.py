@@ -23,7 +23,7 @@ DEADLINE = BusinessCalendar().sla_deadline(FRIDAY_18H)  # Tuesday 18:00
 
 
 def test_the_deadline_of_a_friday_evening_submission_is_tuesday_evening():
-    assert DEADLINE == datetime(2026, 11, 24, 18, 0, tzinfo=MADRID)
+    assert datetime(2026, 11, 24, 18, 0, tzinfo=MADRID) == DEADLINE
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from backoffice.extensions import db
 from backoffice.notifications.models import OutboxMessage
 from backoffice.review.models import ApplicationStatus, ReviewNote
 from backoffice.staff.models import Role
+from tests.conftest import requires_postgres
 from tests.factories import make_call_task, make_staff
 
 MADRID = ZoneInfo("Europe/Madrid")
@@ -154,21 +155,20 @@ def test_only_call_agents_start_calls(app):
     assert refused.value.code == "not_an_agent"
 
 
-def test_concurrent_agents_each_get_a_different_task(app):
+def _start_until_empty(app, agent_ids: list[int]) -> tuple[list[int], list[BaseException]]:
+    """Each agent, in its own thread and session, starts and finishes calls until none is due."""
     import threading
 
-    tasks = [make_call_task(MONDAY_9H + timedelta(hours=4, minutes=n)).id for n in range(12)]
-    agent_ids = [agent().id for _ in range(6)]
+    from backoffice.staff.models import StaffUser
+
     taken: list[int] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
 
     def work(agent_id: int) -> None:
-        from backoffice.staff.models import StaffUser
-
         with app.app_context():
             try:
-                for _ in range(2):
+                while True:
                     user = db.session.get(StaffUser, agent_id)
                     task = service.start_next_call(user, actor=Actor.staff(user), now=MONDAY_9H)
                     if task is None:
@@ -179,7 +179,7 @@ def test_concurrent_agents_each_get_a_different_task(app):
                     db.session.commit()
                     with lock:
                         taken.append(task_id)
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
                 db.session.rollback()
                 errors.append(exc)
             finally:
@@ -190,9 +190,31 @@ def test_concurrent_agents_each_get_a_different_task(app):
         thread.start()
     for thread in threads:
         thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a thread starting calls hung"
+    return taken, errors
+
+
+def test_concurrent_agents_each_get_a_different_task(app):
+    tasks = [make_call_task(MONDAY_9H + timedelta(hours=4, minutes=n)).id for n in range(12)]
+
+    taken, errors = _start_until_empty(app, [agent().id for _ in range(4)])
 
     assert errors == []
     assert sorted(taken) == sorted(tasks)
+
+
+@requires_postgres
+def test_sixteen_concurrent_agents_start_every_call_exactly_once_on_postgres(app):
+    tasks = [make_call_task(MONDAY_9H + timedelta(hours=4, minutes=n)).id for n in range(64)]
+
+    taken, errors = _start_until_empty(app, [agent().id for _ in range(16)])
+
+    assert errors == []
+    assert sorted(taken) == sorted(tasks)
+    started = db.session.scalar(
+        select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "call.started")
+    )
+    assert started == len(tasks)
 
 
 # Outcomes

@@ -16,7 +16,7 @@ from backoffice.extensions import db
 from backoffice.review.models import ApplicationStatus
 from backoffice.staff.models import Role
 from tests.conftest import csrf_token_from
-from tests.factories import make_call_task, signed_in_client
+from tests.factories import last_link_token, make_call_task, signed_in_client
 
 MADRID = ZoneInfo("Europe/Madrid")
 MONDAY_9H = datetime(2026, 11, 23, 9, 0, tzinfo=MADRID)
@@ -184,3 +184,30 @@ def test_the_sla_page_lists_at_risk_tasks_and_attainment(app, at_monday_9h):
     assert "At risk (1)" in page
     assert "100.0 %" in page
     assert "1 of 1 due" in page
+
+
+def test_a_supervisor_resends_the_completion_link_and_the_old_one_stops_working(app, at_monday_9h):
+    task = make_call_task(MONDAY_9H + timedelta(days=1))
+    agent_client, _ = signed_in_client(app, Role.CALL_AGENT)
+    start_next(agent_client)
+    form = {f"check_{name}": "confirmed" for name in FIELDS}
+    form.update(
+        {"outcome": "validated", "csrf_token": csrf_token_from(agent_client, f"/admin/calls/{task.id}")}
+    )
+    agent_client.post(f"/admin/calls/{task.id}/log", data=form)
+    email = task.application.email
+    first = last_link_token(email)
+    client, _ = signed_in_client(app, Role.SUPERVISOR)
+    page = client.get("/admin/call-sla/").get_data(as_text=True)
+    assert "Waiting for the representative to complete (1)" in page
+
+    response = client.post(
+        f"/admin/call-sla/resend/{task.application_id}",
+        data={"csrf_token": csrf_token_from(client, "/admin/call-sla/")},
+    )
+
+    assert response.status_code == 302
+    second = last_link_token(email)
+    assert second != first
+    assert client.get(f"/api/v1/representative-completions/{first}").status_code == 404
+    assert client.get(f"/api/v1/representative-completions/{second}").status_code == 200

@@ -17,6 +17,13 @@ from backoffice.calls import service, sla
 from backoffice.calls.models import CallAttempt, CallOutcome, CallTask, CallTaskStatus
 from backoffice.db import utcnow
 from backoffice.extensions import db
+from backoffice.review import completion
+from backoffice.review.models import (
+    ApplicationStatus,
+    CompletionStatus,
+    RepresentativeApplication,
+    RepresentativeCompletion,
+)
 from backoffice.review.service import calendar
 from backoffice.review.states import IllegalTransition
 from backoffice.review.views import local
@@ -230,8 +237,24 @@ class CallSlaView(RoleBaseView):
                 .limit(200)
             ).scalars()
         )
+        waiting = db.session.execute(
+            select(RepresentativeApplication, RepresentativeCompletion)
+            .join(
+                RepresentativeCompletion,
+                RepresentativeCompletion.application_id == RepresentativeApplication.id,
+            )
+            .where(
+                RepresentativeApplication.status == ApplicationStatus.INVITED,
+                RepresentativeCompletion.status != CompletionStatus.SUPERSEDED,
+            )
+            .order_by(RepresentativeCompletion.expires_at)
+            .limit(200)
+        ).all()
         return self.render(
             "admin/calls_sla.html",
+            waiting=waiting,
+            now=now,
+            form=FlaskForm(),
             at_risk=sla.tasks_in("at_risk", now=now),
             breached=sla.tasks_in("breached", now=now),
             no_capacity=at_risk_capacity,
@@ -243,3 +266,23 @@ class CallSlaView(RoleBaseView):
             local=local,
             hours_left=lambda task: calendar().working_hours_between(now, task.deadline),
         )
+
+    @expose("/resend/<application_id>", methods=("POST",))
+    def resend_link(self, application_id: str):
+        """A new completion link for a representative who lost theirs or let it expire."""
+        _require_form()
+        application = db.session.get(RepresentativeApplication, application_id)
+        if application is None:
+            abort(404)
+        try:
+            completion.reinvite(application, actor=staff_actor())
+            db.session.commit()
+        except completion.CompletionError as exc:
+            db.session.rollback()
+            flash(f"Not sent: {exc}", "error")
+        else:
+            flash(
+                f"A new completion link was emailed to {application.email}; the old one no longer works.",
+                "success",
+            )
+        return redirect(url_for(".index", _anchor="waiting"))

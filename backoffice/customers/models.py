@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backoffice.db import utcnow, value_enum
@@ -19,9 +19,27 @@ class HolderKind(enum.StrEnum):
 
 
 class Policyholder(db.Model):
-    """One holder per tax ID; email lower-cased and phone in E.164, as the import normalises them."""
+    """One holder per tax ID; email lower-cased and phone in E.164, as the import normalises them.
+
+    `name_key`, `email_local` and `email_domain` are the matching engine's blocking keys (see
+    `customers/matching.py`); on PostgreSQL the first two carry pg_trgm indexes."""
 
     __tablename__ = "policyholders"
+    __table_args__ = (
+        Index("ix_policyholders_email_domain_local", "email_domain", "email_local"),
+        Index(
+            "ix_policyholders_name_key_trgm",
+            "name_key",
+            postgresql_using="gin",
+            postgresql_ops={"name_key": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_policyholders_email_local_trgm",
+            "email_local",
+            postgresql_using="gin",
+            postgresql_ops={"email_local": "gin_trgm_ops"},
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tax_id: Mapped[str] = mapped_column(String(16), unique=True)
@@ -31,6 +49,9 @@ class Policyholder(db.Model):
     phone: Mapped[str | None] = mapped_column(String(32), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    name_key: Mapped[str | None] = mapped_column(String(255))
+    email_local: Mapped[str | None] = mapped_column(String(255))
+    email_domain: Mapped[str | None] = mapped_column(String(255))
 
     policies: Mapped[list[Policy]] = relationship(back_populates="holder", order_by="Policy.number")
 
@@ -78,6 +99,10 @@ class CustomerAccount(db.Model):
     city: Mapped[str | None] = mapped_column(String(128))
     province: Mapped[str | None] = mapped_column(String(128))
     country: Mapped[str | None] = mapped_column(String(2))
+    first_name: Mapped[str | None] = mapped_column(String(128))
+    last_name: Mapped[str | None] = mapped_column(String(128))
+    # A tax ID the customer typed in their profile: evidence for matching only, never a username.
+    declared_tax_id: Mapped[str | None] = mapped_column(String(16), index=True)
     association_status: Mapped[AssociationStatus] = mapped_column(
         value_enum(AssociationStatus), default=AssociationStatus.NONE
     )
@@ -133,6 +158,7 @@ class CustomerSession(db.Model):
 
 class CaseStatus(enum.StrEnum):
     OPEN = "open"
+    WAITING_CUSTOMER = "waiting_customer"
     LINKED = "linked"
     NO_MATCH = "no_match"
 
@@ -150,8 +176,47 @@ class AssociationCase(db.Model):
     candidate_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None]
+    # The ranked candidates with the matching engine's evidence, as shown to the clerk.
+    evidence: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"), index=True)
+    claimed_at: Mapped[datetime | None]
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_users.id"))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    policyholder_id: Mapped[int | None] = mapped_column(ForeignKey("policyholders.id"))
+    customer_asked_at: Mapped[datetime | None]
 
     account: Mapped[CustomerAccount] = relationship()
+
+
+class ImportStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ImportRun(db.Model):
+    """A policyholder CSV uploaded in the back office and imported by a job, with its progress
+    and the report of rejected rows (a CSV kept in storage)."""
+
+    __tablename__ = "import_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    storage_key: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger().with_variant(db.Integer, "sqlite"))
+    status: Mapped[ImportStatus] = mapped_column(value_enum(ImportStatus, 16), default=ImportStatus.QUEUED)
+    bytes_read: Mapped[int] = mapped_column(BigInteger().with_variant(db.Integer, "sqlite"), default=0)
+    rows_read: Mapped[int] = mapped_column(default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    rejected: Mapped[int] = mapped_column(default=0)
+    report_key: Mapped[str | None] = mapped_column(String(255))
+    rematched: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_by_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
 
 
 class RegistrationStatus(enum.StrEnum):

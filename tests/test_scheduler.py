@@ -34,8 +34,16 @@ def shifts(agent_id: int, start: time = time(8), end: time = time(22), days=WEEK
     return [AgentShift(agent_id, day, start, end) for day in days]
 
 
-def task(task_id: int, deadline: datetime, created_at: datetime | None = None, preferred=()) -> TaskRequest:
-    return TaskRequest(task_id, deadline, created_at or MONDAY - timedelta(days=3), tuple(preferred))
+def task(
+    task_id: int,
+    deadline: datetime,
+    created_at: datetime | None = None,
+    preferred=(),
+    not_before: datetime | None = None,
+) -> TaskRequest:
+    return TaskRequest(
+        task_id, deadline, created_at or MONDAY - timedelta(days=3), tuple(preferred), not_before
+    )
 
 
 def local(dt: datetime) -> datetime:
@@ -159,6 +167,43 @@ def test_at_risk_tasks_stay_unassigned_when_the_horizon_is_full() -> None:
 
     assert [a.task_id for a in result.assignments] == [0, 1]
     assert result.at_risk_capacity == [2, 3]
+
+
+def test_a_retry_is_not_placed_before_its_not_before() -> None:
+    retry = task(1, at(4, 15, 22), not_before=at(4, 12, 10, 5))  # 2 window-hours after 08:05
+    fresh = task(2, at(4, 16, 22))
+
+    result = run([retry, fresh], shifts(1))
+
+    slot = {a.task_id: local(a.slot_start) for a in result.assignments}
+    assert slot == {1: at(4, 12, 10, 20), 2: at(4, 12, 8)}
+    assert result.at_risk_capacity == []
+
+
+def test_a_not_before_at_or_after_the_last_call_moment_flags_the_task_at_risk() -> None:
+    # Deadline Tuesday 12:00 but no attempt before Tuesday 12:00: late, and still not earlier.
+    result = run([task(1, at(4, 13, 12), not_before=at(4, 13, 12))], shifts(1))
+
+    assert result.at_risk_capacity == [1]
+    assert [local(a.slot_start) for a in result.assignments] == [at(4, 13, 12)]
+
+
+def test_a_preferred_time_before_not_before_is_skipped() -> None:
+    monday_morning = PreferredTime(0, time(9), time(11))
+    tuesday_evening = PreferredTime(1, time(17), time(19))
+    monday_late_morning = PreferredTime(0, time(9), time(13))
+    skipped = task(1, at(4, 15, 22), preferred=[monday_morning, tuesday_evening], not_before=at(4, 12, 12))
+    clipped = task(2, at(4, 15, 22), preferred=[monday_late_morning], not_before=at(4, 12, 10, 10))
+
+    result = run([skipped, clipped], shifts(1))
+
+    slot = {a.task_id: local(a.slot_start) for a in result.assignments}
+    assert slot == {1: at(4, 13, 17), 2: at(4, 12, 10, 20)}
+
+
+def test_a_naive_not_before_is_refused() -> None:
+    with pytest.raises(ValueError, match="not_before .* is naive"):
+        run([task(1, at(4, 15, 22), not_before=datetime(2027, 4, 12, 10))], shifts(1))
 
 
 def test_ties_go_to_the_lower_agent_id() -> None:

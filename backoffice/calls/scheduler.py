@@ -15,10 +15,11 @@ Slots
 Placement
     Tasks are taken in (deadline, created_at, id) order. A task's *last-call moment* is
     `calendar.last_open_before(deadline)`; a slot is on time when it starts strictly before
-    it (a call started at the deadline itself does not keep the promise). Among the on-time
-    free slots the task takes the earliest one inside one of its preferred times (the whole
-    slot inside the local weekday and hours), else the earliest on-time slot at all. Ties go to
-    the earlier slot, then the lower agent id.
+    it (a call started at the deadline itself does not keep the promise). A task never takes
+    a slot starting before its `not_before` (a retry waits its 2 window-hours), on time or
+    late. Among the on-time free slots the task takes the earliest one inside one of its
+    preferred times (the whole slot inside the local weekday and hours), else the earliest
+    on-time slot at all. Ties go to the earlier slot, then the lower agent id.
 
     A task with no free on-time slot is flagged in `at_risk_capacity` and, once every task
     that can still be on time has been placed, gets the earliest slot left in the horizon
@@ -27,6 +28,11 @@ Placement
     late tasks is what makes the plan keep at least as many promises as a bare EDF loop: for
     tasks sharing a release time, the number of on-time placements does not depend on which
     on-time slot each task took, so honouring preferences costs no promises either.
+
+    Release times (`not_before`) keep the earliest-slot choice optimal (a later-deadline task
+    that wanted that slot can use any later one the earlier task could have taken instead),
+    but a preference may then cost a promise: waiting for the preferred slot can take the
+    only one a later-released task had. Accepted: retries are few, and such a loss is flagged.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class TaskRequest:
     deadline: datetime
     created_at: datetime
     preferred: tuple[PreferredTime, ...] = ()
+    not_before: datetime | None = None  # no slot starting earlier, e.g. a retry's next attempt
 
 
 @dataclass(frozen=True)
@@ -183,26 +190,27 @@ def plan(
     )
     board = _FreeSlots(slots, calendar.tz, timedelta(minutes=slot_minutes))
 
-    on_time: list[tuple[TaskRequest, int]] = []
-    at_risk: list[TaskRequest] = []
-    for task in ordered:
+    on_time: list[tuple[TaskRequest, tuple[int, Hashable]]] = []
+    at_risk: list[tuple[TaskRequest, int]] = []
+    for task, not_before in ordered:
+        release = 0 if not_before is None else board.cutoff(not_before)
         cutoff = board.cutoff(_utc(calendar.last_open_before(task.deadline), "last call"))
-        index = board.preferred(task.preferred, cutoff) if task.preferred else board.none
+        index = board.preferred(task.preferred, release, cutoff) if task.preferred else board.none
         if index == board.none:
-            index = board.first(0)
+            index = board.first(release)
         if index < cutoff:
             on_time.append((task, board.take(index)))
         else:
-            at_risk.append(task)
+            at_risk.append((task, release))
 
     assignments = [Assignment(task.id, agent, board.local_start(index)) for (task, (index, agent)) in on_time]
-    for task in at_risk:  # late anyway: the earliest slot nobody could use on time
-        index = board.first(0)
+    for task, release in at_risk:  # late anyway: the earliest slot left at or after its release
+        index = board.first(release)
         if index != board.none:
             _, agent = board.take(index)
             assignments.append(Assignment(task.id, agent, board.local_start(index)))
     assignments.sort(key=lambda a: (a.slot_start, a.agent_id))
-    return Plan(assignments=assignments, at_risk_capacity=[task.id for task in at_risk])
+    return Plan(assignments=assignments, at_risk_capacity=[task.id for task, _ in at_risk])
 
 
 def last_call(calendar: BusinessCalendar, deadline: datetime) -> datetime:
@@ -262,10 +270,12 @@ class _FreeSlots:
             self.next[index], index = root, self.next[index]
         return root
 
-    def preferred(self, preferred: tuple[PreferredTime, ...], cutoff: int) -> int:
+    def preferred(self, preferred: tuple[PreferredTime, ...], release: int, cutoff: int) -> int:
+        """The earliest free start in [release, cutoff) inside a preferred time, else `none`."""
         best = self.none
         for wish in preferred:
             for low, high in self._preferred_ranges(wish):
+                low = max(low, release)
                 high = min(high, cutoff, best)
                 if low < high:
                     index = self.first(low)
@@ -300,16 +310,19 @@ class _FreeSlots:
         return ranges
 
 
-def _edf_order(tasks: Iterable[TaskRequest]) -> list[TaskRequest]:
+def _edf_order(tasks: Iterable[TaskRequest]) -> list[tuple[TaskRequest, datetime | None]]:
+    """Tasks in (deadline, created_at, id) order, each with its `not_before` in UTC."""
     keyed = []
     ids: set[Hashable] = set()
     for task in tasks:
         if task.id in ids:
             raise ValueError(f"duplicate task id {task.id!r}")
         ids.add(task.id)
-        keyed.append(((_utc(task.deadline, "deadline"), _utc(task.created_at, "created_at"), task.id), task))
-    keyed.sort(key=lambda pair: pair[0])
-    return [task for _, task in keyed]
+        key = (_utc(task.deadline, "deadline"), _utc(task.created_at, "created_at"), task.id)
+        not_before = None if task.not_before is None else _utc(task.not_before, "not_before")
+        keyed.append((key, task, not_before))
+    keyed.sort(key=lambda item: item[0])
+    return [(task, not_before) for _, task, not_before in keyed]
 
 
 def _open_grid(

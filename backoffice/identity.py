@@ -99,3 +99,12 @@ def normalise_email(value: str) -> str:
     except EmailNotValidError as exc:
         raise IdentityError("email", "invalid") from exc
     return result.normalized.lower()
+
+
+def mask_phone(e164: str) -> str:
+    """`+34 6** *** *12`: enough for the customer to recognise the number, no more."""
+    number = phonenumbers.parse(e164)
+    national = str(number.national_number)
+    masked = national[0] + "*" * (len(national) - 3) + national[-2:]
+    groups = " ".join(masked[i : i + 3] for i in range(0, len(masked), 3))
+    return f"+{number.country_code} {groups}"

@@ -9,8 +9,8 @@ from typing import Any
 from flask import request
 from flask_smorest import Blueprint
 
-from backoffice.customers.ecustomer import mask_phone
 from backoffice.extensions import limiter
+from backoffice.identity import mask_phone
 from backoffice.review import completion as completions
 from customer_api.core import (
     IDEMPOTENCY_KEY,

@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 from backoffice.customers import ecustomer
 from backoffice.extensions import limiter
 from backoffice.i18n import request_language
+from backoffice.identity import mask_phone
 from customer_api.core import (
     BEARER_SECURITY,
     IDEMPOTENCY_KEY,
@@ -81,7 +82,7 @@ def start(data: dict[str, Any]):
     return {
         "id": registration.id,
         "status": "code_sent",
-        "phone_hint": ecustomer.mask_phone(registration.phone),
+        "phone_hint": mask_phone(registration.phone),
     }, 201
 
 

@@ -14,7 +14,6 @@ import secrets
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import phonenumbers
 from flask import current_app
 from sqlalchemy import select
 
@@ -37,6 +36,7 @@ from backoffice.passwords import hash_password, password_problems
 from backoffice.signing.contract import CONTRACT_VERSION, render_contract
 from backoffice.signing.models import SignedContract
 from backoffice.signing.providers import SigningError
+from backoffice.signing.service import sign_stored_contract, stored_contract
 from backoffice.storage import StorageError
 
 OTP_PURPOSE = "ecustomer_contract"
@@ -44,15 +44,6 @@ SUBJECT_TYPE = "ecustomer_registration"
 REPRESENTATIVES_ROUTE = "/api/v1/representative-applications"
 SIGN_IN_ROUTE = "/api/v1/sessions"
 PASSWORD_RESET_ROUTE = "/api/v1/password-resets"  # noqa: S105 (a route, not a password)
-
-
-def mask_phone(e164: str) -> str:
-    """`+34 6** *** *12`: enough for the customer to recognise the number, no more."""
-    number = phonenumbers.parse(e164)
-    national = str(number.national_number)
-    masked = national[0] + "*" * (len(national) - 3) + national[-2:]
-    groups = " ".join(masked[i : i + 3] for i in range(0, len(masked), 3))
-    return f"+{number.country_code} {groups}"
 
 
 def _details_mismatch() -> AccountError:
@@ -218,17 +209,9 @@ def contract_bytes(registration: EcustomerRegistration) -> bytes:
     if registration.status != RegistrationStatus.CODE_SENT:
         raise AccountError(409, "already_signed")
     try:
-        return _stored_contract(registration)
+        return stored_contract(registration)
     except StorageError as exc:
         raise service_unavailable(exc) from exc
-
-
-def _stored_contract(registration: EcustomerRegistration) -> bytes:
-    with current_app.extensions["storage"].open(registration.contract_key) as stream:
-        data = stream.read()
-    if hashlib.sha256(data).hexdigest() != registration.contract_sha256:
-        raise RuntimeError(f"stored contract of registration {registration.id} does not match its hash")
-    return data
 
 
 def sign(
@@ -260,40 +243,21 @@ def sign(
         raise otp_failure(exc) from exc
 
     holder = registration.policyholder
-    storage = current_app.extensions["storage"]
     try:
-        signed = current_app.extensions["signer"].sign(
-            _stored_contract(registration),
+        contract = sign_stored_contract(
+            registration,
+            kind="ecustomer",
             signer_name=holder.name,
+            signer_tax_id=registration.tax_id,
+            phone=registration.phone,
+            policyholder_id=holder.id,
             reason=f"e-Customer service contract {registration.contract_version}",
-            location="Spain",
-        )
-        signed_key = storage.put(
-            io.BytesIO(signed.data), prefix="contracts-signed", content_type="application/pdf"
+            ip=ip,
+            user_agent=user_agent,
+            now=now,
         )
     except (StorageError, SigningError) as exc:
         raise service_unavailable(exc) from exc
-    contract = SignedContract(
-        kind="ecustomer",
-        policyholder_id=holder.id,
-        contract_version=registration.contract_version,
-        language=registration.language,
-        unsigned_sha256=registration.contract_sha256,
-        signed_sha256=hashlib.sha256(signed.data).hexdigest(),
-        unsigned_key=registration.contract_key,
-        signed_key=signed_key,
-        signer_name=holder.name,
-        signer_tax_id=registration.tax_id,
-        masked_phone=mask_phone(registration.phone),
-        challenge_id=registration.challenge_id,
-        signed_at=now,
-        ip=ip,
-        user_agent=(user_agent or "")[:255] or None,
-        provider=current_app.extensions["signer"].name,
-        timestamped=signed.timestamped,
-    )
-    db.session.add(contract)
-    db.session.flush()
     registration.status = RegistrationStatus.SIGNED
     registration.signed_contract_id = contract.id
     registration.signed_at = now

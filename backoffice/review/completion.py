@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 from backoffice import audit, otp
 from backoffice.audit import Actor
 from backoffice.customers.association import link, open_case
-from backoffice.customers.ecustomer import mask_phone, otp_failure, service_unavailable
+from backoffice.customers.ecustomer import otp_failure, service_unavailable
 from backoffice.customers.models import AssociationStatus, CustomerAccount, Policyholder
 from backoffice.customers.service import AccountError, find_by_email
 from backoffice.db import utcnow
@@ -48,6 +48,7 @@ from backoffice.review.states import transition
 from backoffice.signing.contract import CONTRACT_VERSION, TEMPLATES, render_contract
 from backoffice.signing.models import SignedContract
 from backoffice.signing.providers import SigningError
+from backoffice.signing.service import sign_stored_contract
 from backoffice.storage import StorageError
 
 OTP_PURPOSE = "representative_contract"
@@ -418,14 +419,6 @@ def confirm(
     return completion
 
 
-def _stored_contract(completion: RepresentativeCompletion) -> bytes:
-    with current_app.extensions["storage"].open(completion.contract_key) as stream:
-        data = stream.read()
-    if hashlib.sha256(data).hexdigest() != completion.contract_sha256:
-        raise RuntimeError(f"stored contract of completion {completion.id} does not match its hash")
-    return data
-
-
 def _company_holder(application: RepresentativeApplication) -> Policyholder | None:
     return db.session.execute(
         select(Policyholder).where(Policyholder.tax_id == application.company_tax_id)
@@ -461,42 +454,23 @@ def sign(
         )
         raise otp_failure(exc) from exc
 
-    signer = current_app.extensions["signer"]
+    holder = _company_holder(application)
     try:
-        signed = signer.sign(
-            _stored_contract(completion),
+        contract = sign_stored_contract(
+            completion,
+            kind="representative",
             signer_name=application.representative_name,
+            signer_tax_id=application.tax_id,
+            phone=application.phone,
+            policyholder_id=holder.id if holder is not None else None,
             reason=f"e-Customer representative contract {completion.contract_version} "
             f"for {application.company_name} ({application.company_tax_id})",
-            location="Spain",
-        )
-        signed_key = current_app.extensions["storage"].put(
-            io.BytesIO(signed.data), prefix="contracts-signed", content_type="application/pdf"
+            ip=ip,
+            user_agent=user_agent,
+            now=now,
         )
     except (StorageError, SigningError) as exc:
         raise service_unavailable(exc) from exc
-    holder = _company_holder(application)
-    contract = SignedContract(
-        kind="representative",
-        policyholder_id=holder.id if holder is not None else None,
-        contract_version=completion.contract_version,
-        language=completion.language,
-        unsigned_sha256=completion.contract_sha256,
-        signed_sha256=hashlib.sha256(signed.data).hexdigest(),
-        unsigned_key=completion.contract_key,
-        signed_key=signed_key,
-        signer_name=application.representative_name,
-        signer_tax_id=application.tax_id,
-        masked_phone=mask_phone(application.phone),
-        challenge_id=completion.challenge_id,
-        signed_at=now,
-        ip=ip,
-        user_agent=(user_agent or "")[:255] or None,
-        provider=signer.name,
-        timestamped=signed.timestamped,
-    )
-    db.session.add(contract)
-    db.session.flush()
     completion.status = CompletionStatus.SIGNED
     completion.signed_contract_id = contract.id
     completion.signed_at = now

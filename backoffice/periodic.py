@@ -20,6 +20,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("call-planner", "backoffice.calls.jobs.replan_calls", 300),
     PeriodicJob("call-sla-alerts", "backoffice.calls.jobs.alert_at_risk_calls", 300),
     PeriodicJob("completion-link-expiry", "backoffice.review.jobs.expire_stale_invitations", 3600),
+    PeriodicJob("association-rematch", "backoffice.customers.jobs.rematch_nightly", 86400),
 )
 
 

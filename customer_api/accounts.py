@@ -180,10 +180,17 @@ def me():
 @blp.response(200, AccountSchema)
 @documented_errors(blp, 401, 422)
 def update_me(data: dict[str, Any]):
-    """Complete or change the profile: postal address and phone."""
+    """Complete or change the profile: postal address, phone, name and tax ID (the last three
+    help match the account to its policyholder record)."""
     account, _ = current_customer()
     change = accounts.ProfileChange(
-        address=data.get("address"), phone=data.get("phone"), phone_sent="phone" in data
+        address=data.get("address"),
+        phone=data.get("phone"),
+        phone_sent="phone" in data,
+        first_name=data.get("first_name"),
+        last_name=data.get("last_name"),
+        tax_id=data.get("tax_id"),
+        sent=frozenset(name for name in ("first_name", "last_name", "tax_id") if name in data),
     )
     accounts.update_profile(account, change, ip=client_ip())
     return account_body(account)

@@ -93,11 +93,19 @@ class AddressSchema(ApiSchema):
 class ProfileSchema(ApiSchema):
     address = fields.Nested(AddressSchema, required=True)
     phone = fields.String(allow_none=True)
+    first_name = fields.String(allow_none=True)
+    last_name = fields.String(allow_none=True)
+    tax_id = fields.String(
+        allow_none=True, metadata={"description": "Declared NIF/NIE: evidence for matching, not a username"}
+    )
 
 
 class ProfileUpdateSchema(ApiSchema):
     address = fields.Nested(AddressSchema, error_messages=FIELD_CODES)
     phone = text(allow_none=True, max_length=32)
+    first_name = text(allow_none=True, max_length=128)
+    last_name = text(allow_none=True, max_length=128)
+    tax_id = text(allow_none=True, max_length=32, metadata={"description": "NIF or NIE"})
 
 
 class AssociationSchema(ApiSchema):

@@ -1,14 +1,16 @@
-"""Linking portal accounts to policyholder records.
+"""Linking portal accounts to policyholder records, and the association cases clerks work on.
 
-For now the rule the Spanish guide implies: the email the policy was taken out with. Exactly one
-policyholder with that email links the account; none or several open a case for the back office.
+Deciding *which* holder is the matching engine's job (`customers/matching.py`,
+`match_account`); this module holds the writes both the engine and other flows use (the
+e-Customer and representative sign-ups link directly), each with its audit event.
+Automatic links send no email; the clerk console sends the "linked" email for its own links.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-
-from sqlalchemy import func, select
+from typing import TYPE_CHECKING
 
 from backoffice import audit
 from backoffice.audit import Actor
@@ -21,6 +23,9 @@ from backoffice.customers.models import (
 )
 from backoffice.db import utcnow
 from backoffice.extensions import db
+
+if TYPE_CHECKING:
+    from backoffice.customers.matching import Candidate
 
 SYSTEM = Actor.system("association")
 
@@ -43,46 +48,84 @@ def link(
     )
 
 
+def _ids_and_evidence(candidates: Sequence[int | Candidate]) -> tuple[list[int], list[dict]]:
+    """Cases accept plain holder ids (flows with no engine evidence) or the engine's candidates."""
+    ids = [item if isinstance(item, int) else item.policyholder_id for item in candidates]
+    evidence = [item.as_json() for item in candidates if not isinstance(item, int)]
+    return ids, evidence
+
+
 def open_case(
-    account: CustomerAccount, reason: str, candidate_ids: list[int], *, now: datetime | None = None
+    account: CustomerAccount,
+    reason: str,
+    candidates: Sequence[int | Candidate],
+    *,
+    actor: Actor = SYSTEM,
+    now: datetime | None = None,
 ) -> AssociationCase:
+    """A new case for a clerk, with the ranked candidates (and their evidence, when the
+    engine found them); the account becomes `pending`."""
+    ids, evidence = _ids_and_evidence(candidates)
     account.association_status = AssociationStatus.PENDING
     case = AssociationCase(
-        account_id=account.id, reason=reason, candidate_ids=candidate_ids, opened_at=now or utcnow()
+        account_id=account.id,
+        reason=reason,
+        candidate_ids=ids,
+        evidence=evidence,
+        opened_at=now or utcnow(),
     )
     db.session.add(case)
     db.session.flush()
     audit.record(
         "association.case_opened",
-        actor=SYSTEM,
+        actor=actor,
         subject_type="association_case",
         subject_id=case.id,
-        after={"account_id": account.id, "reason": reason, "candidate_ids": candidate_ids},
+        after={"account_id": account.id, "reason": reason, "candidate_ids": ids},
     )
     return case
 
 
-def associate_by_email(account: CustomerAccount, *, now: datetime | None = None) -> AssociationStatus:
-    if account.association_status == AssociationStatus.LINKED:
-        return account.association_status
-    holders = (
-        db.session.execute(
-            select(Policyholder).where(func.lower(Policyholder.email) == account.email.lower()).limit(10)
+def refresh_case(
+    case: AssociationCase, reason: str, candidates: Sequence[int | Candidate], *, actor: Actor = SYSTEM
+) -> bool:
+    """Replace an open case's candidates and evidence with a fresh match (new records imported,
+    profile completed). Its status, claim and history stay. Audited only when the candidates
+    or the reason changed; returns whether anything changed."""
+    ids, evidence = _ids_and_evidence(candidates)
+    if case.reason == reason and case.candidate_ids == ids and case.evidence == evidence:
+        return False
+    before = {"reason": case.reason, "candidate_ids": case.candidate_ids}
+    case.reason, case.candidate_ids, case.evidence = reason, ids, evidence
+    db.session.flush()
+    if before != {"reason": reason, "candidate_ids": ids}:
+        audit.record(
+            "association.case_refreshed",
+            actor=actor,
+            subject_type="association_case",
+            subject_id=case.id,
+            before=before,
+            after={"reason": reason, "candidate_ids": ids},
         )
-        .scalars()
-        .all()
+    return True
+
+
+def close_case_linked(
+    case: AssociationCase, holder: Policyholder, *, actor: Actor = SYSTEM, now: datetime | None = None
+) -> None:
+    """The account got linked (here: by the engine, once a sure match appeared): the case
+    is closed with that holder; no clerk decided it."""
+    before = {"status": str(case.status)}
+    case.status = CaseStatus.LINKED
+    case.policyholder_id = holder.id
+    case.closed_at = now or utcnow()
+    case.decision_reason = "automatic match"
+    db.session.flush()
+    audit.record(
+        "association.case_closed",
+        actor=actor,
+        subject_type="association_case",
+        subject_id=case.id,
+        before=before,
+        after={"status": "linked", "policyholder_id": holder.id, "decision_reason": "automatic match"},
     )
-    if len(holders) == 1:
-        link(account, holders[0], actor=SYSTEM, now=now)
-    else:
-        already_open = db.session.execute(
-            select(AssociationCase.id).where(
-                AssociationCase.account_id == account.id, AssociationCase.status == CaseStatus.OPEN
-            )
-        ).first()
-        if already_open is None:
-            open_case(
-                account, "no_match" if not holders else "several_matches", [h.id for h in holders], now=now
-            )
-        account.association_status = AssociationStatus.PENDING
-    return account.association_status

@@ -18,7 +18,8 @@ from sqlalchemy import func, select, update
 
 from backoffice import audit
 from backoffice.audit import Actor
-from backoffice.customers.association import associate_by_email
+from backoffice.customers.matching import SYSTEM as MATCHER
+from backoffice.customers.matching import match_account
 from backoffice.customers.models import (
     AccountToken,
     CustomerAccount,
@@ -221,7 +222,7 @@ def verify_email(
             subject_type="customer_account",
             subject_id=account.id,
         )
-        associate_by_email(account, now=now)
+        match_account(account, actor=MATCHER, now=now)
     return _open_session(account, ip=ip, user_agent=user_agent, now=now)
 
 
@@ -331,7 +332,7 @@ def reset_password(token: str, password: str, *, ip: str | None, now: datetime |
     account.password_hash = hash_password(password)
     if account.email_verified_at is None:
         account.email_verified_at = now
-        associate_by_email(account, now=now)
+        match_account(account, actor=MATCHER, now=now)
     db.session.execute(
         update(CustomerSession)
         .where(CustomerSession.account_id == account.id, CustomerSession.revoked_at.is_(None))
@@ -357,17 +358,29 @@ def profile_of(account: CustomerAccount) -> dict[str, Any]:
             "country": account.country,
         },
         "phone": account.phone,
+        "first_name": account.first_name,
+        "last_name": account.last_name,
+        "tax_id": account.declared_tax_id,
     }
+
+
+# Profile fields the matching engine uses as evidence: changing one re-matches the account.
+MATCHING_FIELDS = ("phone", "first_name", "last_name", "tax_id")
 
 
 @dataclass
 class ProfileChange:
-    """The fields a customer sent; absent fields are left as they are."""
+    """The fields a customer sent; absent fields are left as they are. `sent` names the
+    optional plain fields present in the request (`None` there clears the value)."""
 
     address: dict[str, str | None] | None = None
     phone: str | None = None
     phone_sent: bool = False
     errors: dict[str, list[str]] = field(default_factory=dict)
+    first_name: str | None = None
+    last_name: str | None = None
+    tax_id: str | None = None
+    sent: frozenset[str] = frozenset()
 
 
 def _clean_text(value: str | None, limit: int) -> str | None:
@@ -377,11 +390,32 @@ def _clean_text(value: str | None, limit: int) -> str | None:
     return value[:limit] or None
 
 
-def update_profile(account: CustomerAccount, change: ProfileChange, *, ip: str | None) -> CustomerAccount:
-    """Postal address and phone; the phone is stored in E.164, a Spanish postal code has 5 digits."""
+def update_profile(
+    account: CustomerAccount, change: ProfileChange, *, ip: str | None, now: datetime | None = None
+) -> CustomerAccount:
+    """Postal address, phone, name and tax ID; the phone is stored in E.164, a Spanish postal
+    code has 5 digits, the tax ID must be a person's (NIF/NIE). The name and tax ID are only
+    evidence for matching the account to its policyholder record (never a username), so an
+    account not linked yet is re-matched when they or the phone change."""
     before = profile_of(account)
     errors: dict[str, list[str]] = {}
     updates: dict[str, Any] = {}
+    for name in ("first_name", "last_name"):
+        if name in change.sent:
+            updates[name] = _clean_text(getattr(change, name), 128)
+    if "tax_id" in change.sent:
+        if change.tax_id in (None, "") or not change.tax_id.strip():
+            updates["declared_tax_id"] = None
+        else:
+            try:
+                tax_id = normalise_tax_id(change.tax_id)
+            except IdentityError as exc:
+                errors["tax_id"] = [exc.code]
+            else:
+                if tax_id.is_person:
+                    updates["declared_tax_id"] = tax_id.value
+                else:
+                    errors["tax_id"] = ["invalid"]
     if change.phone_sent:
         if change.phone in (None, ""):
             updates["phone"] = None
@@ -428,6 +462,8 @@ def update_profile(account: CustomerAccount, change: ProfileChange, *, ip: str |
             before=before,
             after=after,
         )
+        if any(before[name] != after[name] for name in MATCHING_FIELDS):
+            match_account(account, actor=MATCHER, now=now)
     return account
 
 

@@ -95,6 +95,8 @@ def build_admin(app: Flask) -> Admin:
     from backoffice.audit.views import AuditEventView
     from backoffice.calls.staffing_views import StaffingView
     from backoffice.calls.views import CallConsoleView, CallSlaView
+    from backoffice.customers.case_views import CaseQueueView
+    from backoffice.customers.import_views import ImportView
     from backoffice.customers.views import EcustomerRegistrationView
     from backoffice.extensions import db
     from backoffice.job_views import FailedJobsView
@@ -120,6 +122,12 @@ def build_admin(app: Flask) -> Admin:
             db, name="e-Customer registrations", endpoint="ecustomer_registrations", url="/admin/ecustomer"
         )
     )
+    admin.add_view(
+        ImportView(
+            name="Policyholder imports", endpoint="imports", url="/admin/imports", category="Customers"
+        )
+    )
+    admin.add_view(CaseQueueView(name="Association", endpoint="association", url="/admin/association"))
     admin.add_view(StaffView(StaffUser, db, name="Staff", endpoint="staff", category="Administration"))
     admin.add_view(AuditEventView(db, name="Audit log", endpoint="audit", category="Administration"))
     admin.add_view(OutboxView(db, name="Outbox", endpoint="outbox", category="Administration"))

@@ -25,6 +25,7 @@ from backoffice.extensions import db
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "default"
+DEFAULT_TIMEOUT = 300  # seconds an rq job may run before the worker kills it
 WAITING_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
@@ -38,7 +39,9 @@ def resolve(path: str) -> Callable[..., Any]:
 
 
 class JobQueue(Protocol):
-    def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None: ...
+    def enqueue(
+        self, path: str, *args: Any, job_id: str | None = None, timeout: int = DEFAULT_TIMEOUT
+    ) -> None: ...
 
 
 def run_in_transaction(path: str, *args: Any) -> Any:
@@ -63,7 +66,9 @@ class InlineJobQueue:
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
+    def enqueue(
+        self, path: str, *args: Any, job_id: str | None = None, timeout: int = DEFAULT_TIMEOUT
+    ) -> None:
         backlog = getattr(self._local, "backlog", None)
         if backlog is not None:
             backlog.append((path, args))
@@ -103,7 +108,9 @@ class RqJobQueue:
         self.connection = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
         self.queue = Queue(queue_name, connection=self.connection)
 
-    def enqueue(self, path: str, *args: Any, job_id: str | None = None) -> None:
+    def enqueue(
+        self, path: str, *args: Any, job_id: str | None = None, timeout: int = DEFAULT_TIMEOUT
+    ) -> None:
         """Enqueue, unless a job with this id is already waiting or running on a live worker:
         a row is never queued twice. A job whose worker died (abandoned) is replaced."""
         if job_id is not None:
@@ -115,7 +122,7 @@ class RqJobQueue:
                 ):
                     return
                 existing.delete()
-        self.queue.enqueue(run_job, path, *args, job_id=job_id, job_timeout=300, failure_ttl=30 * 86400)
+        self.queue.enqueue(run_job, path, *args, job_id=job_id, job_timeout=timeout, failure_ttl=30 * 86400)
 
     def _worker_alive(self, job: Job) -> bool:
         """A worker's key expires once it stops sending heartbeats (killed, crashed, lost)."""
@@ -139,6 +146,7 @@ def enqueue_after_commit(
     *args: Any,
     job_id: str | None = None,
     on_failure: Callable[[], None] | None = None,
+    timeout: int = DEFAULT_TIMEOUT,
 ) -> None:
     """Queue `func(*args)` to run once the current transaction commits (and never if it rolls
     back). If the queue cannot be reached the commit stands; `on_failure` may note that."""
@@ -147,7 +155,7 @@ def enqueue_after_commit(
 
     def push() -> None:
         try:
-            queue.enqueue(path, *args, job_id=job_id)
+            queue.enqueue(path, *args, job_id=job_id, timeout=timeout)
         except RedisError:
             log.exception("could not enqueue %s%r; its periodic sweeper will pick it up", path, args)
             if on_failure is not None:

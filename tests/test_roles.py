@@ -21,6 +21,8 @@ VIEW_ACCESS = {
     "/admin/outbox/": ADMIN_ONLY,
     "/admin/failed_jobs/": ADMIN_ONLY,
     "/admin/dev-mailbox/": EVERY_ROLE,
+    "/admin/association/": {Role.ASSOCIATION_CLERK, Role.SUPERVISOR},
+    "/admin/imports/": {Role.ASSOCIATION_CLERK, Role.SUPERVISOR, Role.ADMIN},
 }
 
 

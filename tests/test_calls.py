@@ -417,6 +417,22 @@ def test_a_callback_not_started_fifteen_minutes_after_its_time_goes_back_to_the_
     assert "call_task.released" in actions(task.id)
 
 
+def test_a_call_never_logged_goes_back_to_the_pool_after_an_hour(app):
+    user = agent()
+    make_call_task(MONDAY_9H + timedelta(days=1))
+    task = start(user, MONDAY_9H)
+
+    assert service.release_abandoned_calls(now=MONDAY_9H + timedelta(minutes=59)) == 0
+    assert service.release_abandoned_calls(now=MONDAY_9H + timedelta(minutes=60)) == 1
+    db.session.commit()
+
+    task = db.session.get(CallTask, task.id)
+    assert (task.status, task.in_call_by_id, task.assigned_agent_id) == (CallTaskStatus.OPEN, None, None)
+    assert task.first_attempt_at == MONDAY_9H
+    assert "call_task.call_abandoned" in actions(task.id)
+    assert start(agent(), MONDAY_9H + timedelta(minutes=61)).id == task.id
+
+
 def test_data_mismatch_needs_a_note(app):
     user = agent()
     make_call_task(MONDAY_9H + timedelta(days=1))

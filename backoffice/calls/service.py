@@ -218,6 +218,7 @@ def replan(*, now: datetime | None = None) -> scheduler.Plan:
     if _is_postgres():
         db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PLANNER_LOCK})
     release_late_callbacks(now=now)
+    release_abandoned_calls(now=now)
     business = calendar()
     length = slot_length()
     agents = _active_agent_ids()
@@ -334,6 +335,35 @@ def release_late_callbacks(*, now: datetime | None = None) -> int:
     count = 0
     for task in tasks:
         _unpin(task, reason="callback_not_started", actor=Actor.system("call planner"), now=now)
+        count += 1
+    db.session.flush()
+    return count
+
+
+def release_abandoned_calls(*, now: datetime | None = None) -> int:
+    """A call started more than `CALL_ABANDONED_MINUTES` ago and never logged (the agent's
+    browser closed, the agent left) goes back to the pool. The attempt still counts for the
+    promise; nothing is assumed about its outcome."""
+    now = now or utcnow()
+    stale = now - timedelta(minutes=_setting("CALL_ABANDONED_MINUTES"))
+    tasks = db.session.execute(
+        select(CallTask).where(CallTask.status == CallTaskStatus.IN_CALL, CallTask.in_call_since <= stale)
+    ).scalars()
+    count = 0
+    for task in tasks:
+        audit.record(
+            "call_task.call_abandoned",
+            actor=Actor.system("call planner"),
+            subject_type=SUBJECT,
+            subject_id=task.id,
+            before={"status": CallTaskStatus.IN_CALL.value, "agent_id": task.in_call_by_id},
+            after={"status": CallTaskStatus.OPEN.value, "in_call_since": task.in_call_since.isoformat()},
+        )
+        task.status = CallTaskStatus.OPEN
+        task.in_call_by_id = None
+        task.in_call_since = None
+        task.assigned_agent_id = None
+        task.slot_start = None
         count += 1
     db.session.flush()
     return count

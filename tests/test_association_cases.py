@@ -15,7 +15,14 @@ from backoffice.extensions import db
 from backoffice.notifications.models import OutboxMessage
 from backoffice.staff.models import Role, StaffUser
 from tests.conftest import POSTGRES_URL, csrf_token_from
-from tests.factories import make_customer, make_policyholder, make_staff, signed_in_client
+from tests.factories import (
+    CUSTOMER_PASSWORD,
+    bearer,
+    make_customer,
+    make_policyholder,
+    make_staff,
+    signed_in_client,
+)
 
 BASE = "/admin/association"
 
@@ -340,6 +347,25 @@ def test_ask_the_customer_emails_them_in_their_language(app, language, label, su
     assert _events("association.customer_asked")[0].after["status"] == "waiting_customer"
     listed = clerk.get(f"{BASE}/", query_string={"status": "waiting_customer"}).get_data(as_text=True)
     assert account.email in listed
+
+
+def test_a_case_waiting_for_the_customer_reopens_when_they_update_their_profile(app, client):
+    case = _case(candidates=[make_policyholder()], phone=None)
+    clerk, _ = signed_in_client(app, Role.ASSOCIATION_CLERK)
+    _claim_next(clerk)
+    _send(clerk, case, "/ask-customer", message="- Check your mobile number, please.")
+    account = db.session.get(CustomerAccount, case.account_id)
+    token = client.post("/api/v1/sessions", json={"username": account.email, "password": CUSTOMER_PASSWORD})
+
+    response = client.patch(
+        "/api/v1/me", json={"phone": "+34 699 000 111"}, headers=bearer(token.json["access_token"])
+    )
+
+    assert response.status_code == 200
+    db.session.expire_all()
+    assert db.session.get(AssociationCase, case.id).status == CaseStatus.OPEN
+    (event,) = _events("association.case_reopened")
+    assert event.actor_kind == "customer"
 
 
 def test_the_composed_message_never_shows_the_policyholder_data(app):

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
 from backoffice import audit
 from backoffice.audit import Actor
 from backoffice.customers.models import (
@@ -108,6 +110,29 @@ def refresh_case(
             after={"reason": reason, "candidate_ids": ids},
         )
     return True
+
+
+def reopen_after_customer_reply(account: CustomerAccount, *, actor: Actor) -> AssociationCase | None:
+    """The customer changed their profile after we asked them to check it: their case goes
+    back to the clerks' open queue (unless the engine has just linked them)."""
+    case = db.session.execute(
+        select(AssociationCase).where(
+            AssociationCase.account_id == account.id, AssociationCase.status == CaseStatus.WAITING_CUSTOMER
+        )
+    ).scalar_one_or_none()
+    if case is None:
+        return None
+    case.status = CaseStatus.OPEN
+    db.session.flush()
+    audit.record(
+        "association.case_reopened",
+        actor=actor,
+        subject_type="association_case",
+        subject_id=case.id,
+        before={"status": CaseStatus.WAITING_CUSTOMER.value},
+        after={"status": CaseStatus.OPEN.value, "reason": "profile_updated"},
+    )
+    return case
 
 
 def close_case_linked(

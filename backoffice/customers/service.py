@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 
 from backoffice import audit
 from backoffice.audit import Actor
+from backoffice.customers.association import reopen_after_customer_reply
 from backoffice.customers.matching import SYSTEM as MATCHER
 from backoffice.customers.matching import match_account
 from backoffice.customers.models import (
@@ -464,6 +465,7 @@ def update_profile(
         )
         if any(before[name] != after[name] for name in MATCHING_FIELDS):
             match_account(account, actor=MATCHER, now=now)
+            reopen_after_customer_reply(account, actor=Actor.customer(account.id, account.username, ip))
     return account
 
 

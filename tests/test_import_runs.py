@@ -545,9 +545,6 @@ def test_rematching_runs_after_the_import(app, clerk, monkeypatch):
 
 
 def test_a_pending_account_is_linked_after_the_import(app, clerk):
-    matching = pytest.importorskip("backoffice.customers.matching")
-    if not hasattr(matching, "rematch_pending"):
-        pytest.skip("the matching engine has no rematch_pending yet")
     account = make_customer("maria.garcia@correo.example")
     assert account.association_status is AssociationStatus.PENDING
 

@@ -8,11 +8,8 @@ only with the right code and the contract explicitly accepted.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import secrets
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import select
@@ -33,10 +30,10 @@ from backoffice.extensions import db
 from backoffice.identity import IdentityError, normalise_email, normalise_phone, normalise_tax_id
 from backoffice.notifications.service import pick_language
 from backoffice.passwords import hash_password, password_problems
-from backoffice.signing.contract import CONTRACT_VERSION, render_contract
+from backoffice.signing.contract import CONTRACT_VERSION
 from backoffice.signing.models import SignedContract
 from backoffice.signing.providers import SigningError
-from backoffice.signing.service import sign_stored_contract, stored_contract
+from backoffice.signing.service import sign_stored_contract, store_contract, stored_contract
 from backoffice.storage import StorageError
 
 OTP_PURPOSE = "ecustomer_contract"
@@ -100,16 +97,9 @@ def start(
         )
 
     language = pick_language(language)
-    contract = render_contract(
-        language=language,
-        holder_name=holder.name,
-        tax_id=holder.tax_id,
-        signing_date=now.astimezone(ZoneInfo(current_app.config["BUSINESS_TZ"])).date(),
-    )
-    contract_sha256 = hashlib.sha256(contract).hexdigest()
     try:
-        contract_key = current_app.extensions["storage"].put(
-            io.BytesIO(contract), prefix="contracts-unsigned", content_type="application/pdf"
+        contract_key, contract_sha256 = store_contract(
+            language=language, holder_name=holder.name, tax_id=holder.tax_id, now=now
         )
     except StorageError as exc:
         raise service_unavailable(exc) from exc

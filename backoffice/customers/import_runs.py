@@ -32,7 +32,7 @@ from sqlalchemy import select, update
 
 from backoffice import audit
 from backoffice.audit import Actor
-from backoffice.customers import importing
+from backoffice.customers import importing, matching
 from backoffice.customers.importing import ImportFileError, ImportReport, import_policyholders
 from backoffice.customers.models import ImportRun, ImportStatus
 from backoffice.db import utcnow
@@ -325,8 +325,6 @@ def _mark_failed(run: ImportRun, message: str, actor: Actor) -> None:
 
 def _rematch_pending() -> int:
     """New and corrected records may now match accounts that were waiting for a clerk."""
-    from backoffice.customers import matching
-
     return matching.rematch_pending(now=utcnow())
 
 

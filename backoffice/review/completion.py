@@ -14,7 +14,6 @@ only through `states.transition`.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import secrets
 from dataclasses import dataclass
@@ -45,10 +44,10 @@ from backoffice.review.models import (
     RepresentativeCompletion,
 )
 from backoffice.review.states import transition
-from backoffice.signing.contract import CONTRACT_VERSION, TEMPLATES, render_contract
+from backoffice.signing.contract import CONTRACT_VERSION, TEMPLATES
 from backoffice.signing.models import SignedContract
 from backoffice.signing.providers import SigningError
-from backoffice.signing.service import sign_stored_contract
+from backoffice.signing.service import sign_stored_contract, store_contract
 from backoffice.storage import StorageError
 
 OTP_PURPOSE = "representative_contract"
@@ -374,16 +373,12 @@ def confirm(
         return completion
 
     terms = provider_terms(completion.language)
-    contract = render_contract(
-        language=completion.language,
-        holder_name=_on_behalf_of(application, completion.language),
-        tax_id=application.tax_id,
-        signing_date=now.astimezone(ZoneInfo(current_app.config["BUSINESS_TZ"])).date(),
-    )
-    contract_sha256 = hashlib.sha256(contract).hexdigest()
     try:
-        contract_key = current_app.extensions["storage"].put(
-            io.BytesIO(contract), prefix="contracts-unsigned", content_type="application/pdf"
+        contract_key, contract_sha256 = store_contract(
+            language=completion.language,
+            holder_name=_on_behalf_of(application, completion.language),
+            tax_id=application.tax_id,
+            now=now,
         )
     except StorageError as exc:
         raise service_unavailable(exc) from exc

@@ -7,11 +7,13 @@ import hashlib
 import io
 from datetime import datetime
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from flask import current_app
 
 from backoffice.extensions import db
 from backoffice.identity import mask_phone
+from backoffice.signing.contract import render_contract
 from backoffice.signing.models import SignedContract
 
 
@@ -23,6 +25,21 @@ class PendingSignature(Protocol):
     contract_key: str | None
     contract_sha256: str | None
     challenge_id: int | None
+
+
+def store_contract(*, language: str, holder_name: str, tax_id: str, now: datetime) -> tuple[str, str]:
+    """Render the current contract for this signer and store it: (storage key, SHA-256) of the
+    exact bytes the SMS code will be bound to. StorageError propagates with nothing stored."""
+    contract = render_contract(
+        language=language,
+        holder_name=holder_name,
+        tax_id=tax_id,
+        signing_date=now.astimezone(ZoneInfo(current_app.config["BUSINESS_TZ"])).date(),
+    )
+    key = current_app.extensions["storage"].put(
+        io.BytesIO(contract), prefix="contracts-unsigned", content_type="application/pdf"
+    )
+    return key, hashlib.sha256(contract).hexdigest()
 
 
 def stored_contract(pending: PendingSignature) -> bytes:

@@ -699,10 +699,15 @@ class Score:
     correct: int = 0
     found_at_5: int = 0
     wrong_by_scenario: dict[str, int] | None = None
+    missed_by_scenario: dict[str, int] | None = None
 
     def add_wrong(self, scenario: str) -> None:
         self.wrong_by_scenario = self.wrong_by_scenario or {}
         self.wrong_by_scenario[scenario] = self.wrong_by_scenario.get(scenario, 0) + 1
+
+    def add_missed(self, why: str) -> None:
+        self.missed_by_scenario = self.missed_by_scenario or {}
+        self.missed_by_scenario[why] = self.missed_by_scenario.get(why, 0) + 1
 
 
 def evaluate(accounts: list[Account], holders: list[Holder]) -> tuple[Score, Score, int, float]:
@@ -725,6 +730,8 @@ def evaluate(accounts: list[Account], holders: list[Holder]) -> tuple[Score, Sco
                 engine.correct += 1
             else:
                 engine.add_wrong(account.scenario)
+        elif account.truth is not None:
+            engine.add_missed(f"{account.scenario}/{decision.reason}")
         exact = by_email.get(account.email.lower(), [])
         if account.truth is not None and account.truth in exact[:5]:
             baseline.found_at_5 += 1
@@ -769,6 +776,8 @@ def report_quality(engine: Score, baseline: Score, with_truth: int, seconds: flo
         f"links: engine {engine.links} ({engine.links - engine.correct} wrong: {engine.wrong_by_scenario or {}}), "
         f"baseline {baseline.links} ({baseline.links - baseline.correct} wrong: {baseline.wrong_by_scenario or {}})"
     )
+    missed = sorted((engine.missed_by_scenario or {}).items(), key=lambda item: -item[1])
+    print("engine: accounts with a true holder left to a clerk, by scenario/reason: " + ", ".join(f"{k} {v}" for k, v in missed))
     for label, mine, _, target in rows:
         passed = mine >= target
         ok &= passed

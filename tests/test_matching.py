@@ -217,6 +217,43 @@ def test_email_local_parts_are_compared_fuzzily_only_on_the_same_domain(app):
     assert evidence(elsewhere)["email"].similarity == 0.0
 
 
+def test_a_mistyped_first_name_cannot_hide_behind_a_shared_surname(app):
+    record = holder(name="José García Sanz")
+    relative = matching.explain(account("b@correo.example", first="Paericia", last="García Sanz"), record)
+
+    assert relative.contradicted and not relative.sure
+
+
+@pytest.mark.parametrize(
+    ("verified", "on_record", "apart"),
+    [
+        ("maria.garcia@correo.example", "maria.garcai@correo.example", True),
+        ("maria.garcia@correo.example", "mariagarcia@correo.example", True),
+        ("maria.garcia@correo.example", "maria.garciaa@correo.example", True),
+        ("maria.garcia@correo.example", "maria.garcia@otro.example", False),
+        ("maria.garcia@correo.example", "mario.garcio@correo.example", False),
+        ("anagil@correo.example", "anagl@correo.example", False),
+    ],
+)
+def test_one_slip_in_the_records_address_is_recognised(verified, on_record, apart):
+    assert matching.one_edit_apart(verified, on_record) is apart
+
+
+def test_a_slip_in_the_records_address_links_when_the_name_and_phone_agree(app):
+    record = holder(email="maria.garcai@correo.example", phone="+34612345678")
+    mine = account("maria.garcia@correo.example", first="María", last="García López", phone="+34612345678")
+
+    assert matching.match_account(mine, actor=matching.SYSTEM) == AssociationStatus.LINKED
+    assert mine.policyholder_id == record.id
+
+
+def test_a_slip_in_the_records_address_and_the_name_alone_do_not_link(app):
+    holder(email="maria.garcai@correo.example", phone="+34612345678")
+    mine = account("maria.garcia@correo.example", first="María", last="García López")
+
+    assert matching.match_account(mine, actor=matching.SYSTEM) == AssociationStatus.PENDING
+
+
 def test_a_different_tax_id_contradicts(app):
     record = holder()
     candidate = matching.explain(account(tax_id="87654321X"), record)

@@ -18,9 +18,15 @@ per-field weights (agreement adds, contradiction subtracts), in 0..1.
 Linking automatically is deliberately narrow. Only the account's email is proven (the
 customer clicked the link we sent); its name, phone and declared tax ID are typed by the
 customer and anyone can type someone else's. So a candidate is *sure* only when nothing
-contradicts it, its score reaches `MATCH_AUTO_LINK_SCORE`, and either the verified email
-agrees with the record or - unless `MATCH_LINK_WITHOUT_EMAIL` is off - all three typed
-identifiers (tax ID, phone and name) agree, the knowledge the e-Customer sign-up asks for; the account is linked only when exactly one candidate is sure, no
+contradicts it, its score reaches `MATCH_AUTO_LINK_SCORE`, and one of these proofs holds:
+
+* the verified email is the record's mailbox;
+* the verified email is one slip away from the record's (`one_edit_apart`: the record was
+  mistyped in the core system) and the typed name agrees, with the phone or the tax ID;
+* unless `MATCH_LINK_WITHOUT_EMAIL` is off, all three typed identifiers (tax ID, phone and
+  name) agree: the knowledge the e-Customer sign-up asks for.
+
+The account is linked only when exactly one candidate is sure, no
 other candidate has the same email (families share addresses: that is a case for a clerk) and
 its odds are at least `MATCH_MARGIN` times the runner-up's. Everything else opens (or refreshes) an
 association case with the ranked candidates and their evidence.
@@ -37,6 +43,7 @@ from typing import Any
 
 from flask import current_app, has_app_context
 from rapidfuzz import fuzz
+from rapidfuzz.distance import OSA
 from sqlalchemy import bindparam, event, func, literal, select, union_all
 
 from backoffice.audit import Actor
@@ -80,6 +87,8 @@ NAME_AGREES = 0.8  # folded similarity from which the names are said to agree
 NAME_NEUTRAL = 0.75  # from here up the name adds weight; below it subtracts
 NAME_CONTRADICTS = 0.6  # at or below this the names are different people
 OFFSET = 5.0
+
+MIN_NEAR_LOCAL = 6  # a local part this long or longer may be one slip from the record's
 
 BLOCK_LIMIT = 10  # rows per blocking key
 PHONE_BLOCK_LIMIT = 20  # a shared (family, office) phone can be on many records
@@ -214,9 +223,30 @@ class Candidate:
 
 def _name_parts(account_key: str, holder_key: str) -> tuple[float, float]:
     """(worst, overall): how well the worst-matched typed token is found in the holder's name,
-    and the average of rapidfuzz's token-set and token-sort ratios, both 0..100."""
-    holder_tokens = holder_key.split()
-    worst = min(max(fuzz.ratio(token, other) for other in holder_tokens) for token in account_key.split())
+    and the average of rapidfuzz's token-set and token-sort ratios, both 0..100.
+
+    Typed tokens are paired one-to-one with the holder's (best pairs first), so a mistyped
+    first name cannot hide behind a shared surname ("Paericia García Sanz" is not "José García
+    Sanz" just because "paericia" resembles "garcia"). Typed tokens left over when the holder's
+    name is shorter are compared with any of its tokens."""
+    typed_tokens, holder_tokens = account_key.split(), holder_key.split()
+    pairs = sorted(
+        (
+            (fuzz.ratio(typed, other), i, j)
+            for i, typed in enumerate(typed_tokens)
+            for j, other in enumerate(holder_tokens)
+        ),
+        reverse=True,
+    )
+    best: dict[int, float] = {}
+    taken: set[int] = set()
+    for ratio, i, j in pairs:
+        if i not in best and j not in taken:
+            best[i] = ratio
+            taken.add(j)
+    for i, typed in enumerate(typed_tokens):
+        best.setdefault(i, max(fuzz.ratio(typed, other) for other in holder_tokens))
+    worst = min(best.values())
     overall = (fuzz.token_set_ratio(account_key, holder_key) + fuzz.ratio(account_key, holder_key)) / 2
     return worst, overall
 
@@ -232,6 +262,21 @@ def name_similarity(account_key: str | None, holder_key: str | None) -> float:
         return 0.0
     worst, overall = _name_parts(account_key, holder_key)
     return min(worst, overall) / 100
+
+
+def one_edit_apart(account_email: str | None, holder_email: str | None) -> bool:
+    """Whether the record's address is the verified one with a single slip (a character
+    missing, added, swapped or wrong, or a dot) in the local part and the same domain: the
+    shape of a typing error in the core system. Short local parts are excluded, where one
+    character makes another person's address."""
+    if not account_email or not holder_email or "@" not in account_email or "@" not in holder_email:
+        return False
+    a_local, _, a_domain = account_email.strip().lower().rpartition("@")
+    h_local, _, h_domain = holder_email.strip().lower().rpartition("@")
+    a_local, h_local = a_local.split("+", 1)[0], h_local.split("+", 1)[0]
+    if a_domain != h_domain or min(len(a_local), len(h_local)) < MIN_NEAR_LOCAL:
+        return False
+    return OSA.distance(a_local, h_local) <= 1
 
 
 def _local_similarity(a: str | None, b: str | None) -> float:
@@ -314,8 +359,14 @@ def explain(account: CustomerAccount, holder: Policyholder) -> Candidate:
     items, weight, contradiction = _evidence(account, holder)
     score = 1 / (1 + math.exp(-(weight - OFFSET)))
     agrees = {item.field for item in items if item.agrees}
-    proven = "email" in agrees or (
-        bool(_setting("MATCH_LINK_WITHOUT_EMAIL")) and {"tax_id", "phone", "name"} <= agrees
+    proven = (
+        "email" in agrees
+        or (
+            one_edit_apart(account.email, holder.email)
+            and "name" in agrees
+            and bool(agrees & {"phone", "tax_id"})
+        )
+        or (bool(_setting("MATCH_LINK_WITHOUT_EMAIL")) and {"tax_id", "phone", "name"} <= agrees)
     )
     sure = proven and not contradiction and score * 100 >= _setting("MATCH_AUTO_LINK_SCORE")
     return Candidate(holder.id, score, sure, tuple(items), contradiction)

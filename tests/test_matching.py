@@ -336,6 +336,40 @@ def test_typed_details_alone_never_link_without_the_email_unless_all_three_agree
     assert three.policyholder_id == record.id
 
 
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"first": "María", "last": "García López"},  # email and name: the fuzzy search is skipped
+        {"phone": "+34612345678"},  # email and phone
+        {"first": "María", "last": "Garcia Lopes"},  # a typo in the surname
+        {"first": "Juana", "last": "García López"},  # another first name
+        {},  # the email alone
+    ],
+)
+def test_the_quick_decision_is_the_decision_on_every_candidate(app, details):
+    holder("12345678Z", name="María García López", email="maria.garcia@correo.example", phone="+34612345678")
+    holder("87654321X", name="María García López", email="mgl@otro.example", phone="+34699999999")
+    holder("11111111H", name="Maria Garcia Lopes", email="maria.garcia@otro.example")
+    mine = account("maria.garcia@correo.example", **details)
+
+    ranked, decision = matching.assess(mine)
+
+    assert decision == matching.decide(matching.rank(mine, matching.candidate_holders(mine)))
+    assert {c.policyholder_id for c in ranked} <= {h.id for h in matching.candidate_holders(mine)}
+
+
+def test_a_full_identifying_look_up_means_the_full_search_runs(app, monkeypatch):
+    holder("12345678Z", email="maria.garcia@correo.example", phone="+34612345678")
+    for number in range(3):
+        holder(f"{10000000 + number}", name=f"Otra Persona {number}", email=None, phone="+34612345678")
+    monkeypatch.setattr(matching, "PHONE_BLOCK_LIMIT", 2)
+    mine = account("maria.garcia@correo.example", first="María", last="García López", phone="+34612345678")
+
+    _, full = matching._run_blocks(matching._exact_blocks(mine, postgres=False))
+
+    assert full
+
+
 def test_no_candidate_opens_a_no_match_case(app):
     mine = account("nadie@correo.example")
     assert matching.match_account(mine, actor=matching.SYSTEM) == AssociationStatus.PENDING

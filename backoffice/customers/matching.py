@@ -36,15 +36,16 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import current_app, has_app_context
 from rapidfuzz import fuzz
 from rapidfuzz.distance import OSA
-from sqlalchemy import bindparam, event, func, literal, select, union_all
+from sqlalchemy import Select, bindparam, event, func, literal, select, union_all
 
 from backoffice.audit import Actor
 from backoffice.customers.models import (
@@ -379,58 +380,88 @@ def _is_postgres() -> bool:
     return db.session.get_bind().dialect.name == "postgresql"
 
 
-def _blocking_query(account: CustomerAccount, postgres: bool):
-    """One UNION ALL of the blocking look-ups, each index-backed and limited: holder ids."""
+class Block(NamedTuple):
+    """One blocking look-up: a query for holder ids and how many rows it may bring."""
+
+    query: Select
+    limit: int
+    identifying: bool = True  # holders behind its limit could share a tax ID, email or phone
+
+
+def _exact_blocks(account: CustomerAccount, postgres: bool) -> list[Block]:
+    """The cheap look-ups, each index-backed and limited. Every holder that could be a *sure*
+    match or share the account's email is among them, unless an identifying look-up came back
+    full."""
     ph = Policyholder
-    parts = []
+    blocks: list[Block] = []
     tax_ids = {value for value in (account.tax_id, account.declared_tax_id) if value}
     if tax_ids:
-        parts.append(select(ph.id).where(ph.tax_id.in_(tax_ids)).limit(BLOCK_LIMIT))
+        blocks.append(Block(select(ph.id).where(ph.tax_id.in_(tax_ids)), BLOCK_LIMIT))
     local, domain = email_parts(account.email)
     if account.email:
-        parts.append(select(ph.id).where(ph.email == account.email.lower()).limit(BLOCK_LIMIT))
+        blocks.append(Block(select(ph.id).where(ph.email == account.email.lower()), BLOCK_LIMIT))
     if local and domain:
-        parts.append(
-            select(ph.id).where(ph.email_domain == domain, ph.email_local == local).limit(BLOCK_LIMIT)
-        )
-        if postgres:
-            # `%` uses the trigram index on the local part; the domain must be equal.
-            parts.append(
-                select(ph.id)
-                .where(ph.email_local.op("%")(local), ph.email_domain == domain)
-                .order_by(ph.email_local.op("<->")(local))
-                .limit(BLOCK_LIMIT)
-            )
-        elif len(local) >= 4:
+        same_local = select(ph.id).where(ph.email_domain == domain, ph.email_local == local)
+        blocks.append(Block(same_local, BLOCK_LIMIT))
+        if not postgres and len(local) >= 4:
             # SQLite: no trigrams; same domain and same first four characters (index range).
-            parts.append(
-                select(ph.id)
-                .where(
-                    ph.email_domain == domain,
-                    ph.email_local >= local[:4],
-                    ph.email_local < local[:4] + "\uffff",
-                    ph.email_local != local,
-                )
-                .limit(BLOCK_LIMIT)
+            prefix = select(ph.id).where(
+                ph.email_domain == domain,
+                ph.email_local >= local[:4],
+                ph.email_local < local[:4] + "\uffff",
+                ph.email_local != local,
             )
+            blocks.append(Block(prefix, BLOCK_LIMIT, identifying=False))
     if account.phone:
-        parts.append(select(ph.id).where(ph.phone == account.phone).limit(PHONE_BLOCK_LIMIT))
+        blocks.append(Block(select(ph.id).where(ph.phone == account.phone), PHONE_BLOCK_LIMIT))
     name_key = fold_name(account_name(account))
     if name_key:
-        if postgres:
-            parts.append(
-                select(ph.id)
-                .where(ph.name_key.op("%")(name_key))
-                .order_by(ph.name_key.op("<->")(name_key))
-                .limit(BLOCK_LIMIT)
-            )
-        else:
-            parts.append(select(ph.id).where(ph.name_key == name_key).limit(BLOCK_LIMIT))
-    if not parts:
-        return None
-    # Each part is a subquery so its LIMIT / ORDER BY stay its own on both backends.
-    subqueries = [select(part.subquery().c.id) for part in parts]
-    return union_all(*subqueries) if len(subqueries) > 1 else subqueries[0]
+        # A common name fills this look-up; the holders behind its limit agree on the name
+        # only, which `_unseen_holder_log_odds` already allows for.
+        blocks.append(Block(select(ph.id).where(ph.name_key == name_key), BLOCK_LIMIT, identifying=False))
+    return blocks
+
+
+def _fuzzy_blocks(account: CustomerAccount) -> list[Block]:
+    """PostgreSQL only: the nearest email local parts within the same domain, and the nearest
+    names, by trigram distance (typos, a missing surname, a slip in the record's address).
+    The costly look-ups: on a million holders, tens to hundreds of milliseconds each. Neither
+    can find a *sure* match the exact look-ups miss: every proof needs an exact email, or a
+    phone or tax ID that agrees."""
+    ph = Policyholder
+    blocks: list[Block] = []
+    local, domain = email_parts(account.email)
+    if local and domain:
+        near_local = (
+            select(ph.id)
+            .where(ph.email_local.op("%")(local), ph.email_domain == domain)
+            .order_by(ph.email_local.op("<->")(local))
+        )
+        blocks.append(Block(near_local, BLOCK_LIMIT, identifying=False))
+    name_key = fold_name(account_name(account))
+    if name_key:
+        near_name = (
+            select(ph.id).where(ph.name_key.op("%")(name_key)).order_by(ph.name_key.op("<->")(name_key))
+        )
+        blocks.append(Block(near_name, BLOCK_LIMIT, identifying=False))
+    return blocks
+
+
+def _run_blocks(blocks: list[Block]) -> tuple[set[int], bool]:
+    """All look-ups in one round trip: the holder ids, and whether an identifying look-up came
+    back full (more holders sharing a tax ID, email or phone may lie behind its limit)."""
+    if not blocks:
+        return set(), False
+    # Each part is a subquery so its LIMIT / ORDER BY stay its own on both backends; the tag
+    # says which look-up a row came from.
+    parts = [
+        select(literal(number).label("block"), query.limit(limit).subquery().c.id)
+        for number, (query, limit, _identifying) in enumerate(blocks)
+    ]
+    rows = db.session.execute(union_all(*parts) if len(parts) > 1 else parts[0]).all()
+    per_block = Counter(row.block for row in rows)
+    full = any(block.identifying and per_block[number] >= block.limit for number, block in enumerate(blocks))
+    return {row.id for row in rows}, full
 
 
 def _set_trgm_limits() -> None:
@@ -439,18 +470,21 @@ def _set_trgm_limits() -> None:
     db.session.execute(select(func.set_config("pg_trgm.similarity_threshold", literal(limit), True)))
 
 
-def candidate_holders(account: CustomerAccount) -> list[Policyholder]:
-    """The holders the blocking keys bring up (unscored, any order)."""
-    postgres = _is_postgres()
-    query = _blocking_query(account, postgres)
-    if query is None:
-        return []
-    if postgres:
-        _set_trgm_limits()
-    ids = set(db.session.execute(query).scalars())
+def _load(ids: Iterable[int]) -> list[Policyholder]:
+    ids = set(ids)
     if not ids:
         return []
     return list(db.session.execute(select(Policyholder).where(Policyholder.id.in_(ids))).scalars())
+
+
+def candidate_holders(account: CustomerAccount) -> list[Policyholder]:
+    """Every holder the blocking keys bring up, fuzzy name search included (unscored)."""
+    postgres = _is_postgres()
+    blocks = _exact_blocks(account, postgres)
+    if postgres:
+        _set_trgm_limits()
+        blocks.extend(_fuzzy_blocks(account))
+    return _load(_run_blocks(blocks)[0])
 
 
 def rank(account: CustomerAccount, holders: Iterable[Policyholder]) -> list[Candidate]:
@@ -497,6 +531,41 @@ def decide(ranked: list[Candidate]) -> Decision:
     ):
         return Decision(None, "several_matches")
     return Decision(best.policyholder_id, None)
+
+
+def _unseen_holder_log_odds(account: CustomerAccount) -> float:
+    """The most a holder the exact look-ups did not bring up can score, as log-odds: it shares
+    no tax ID, email or phone with the account, so at best its name agrees fully (if the account
+    typed one) and its email is the closest fuzzy one."""
+    return (W_NAME_AGREE if fold_name(account_name(account)) else 0.0) + W_EMAIL_FUZZY - OFFSET
+
+
+def assess(account: CustomerAccount) -> tuple[list[Candidate], Decision]:
+    """The ranked candidates and the decision, searching names fuzzily only when it matters.
+
+    The exact look-ups come first. When they already give a link that no unseen holder could
+    overturn (`_unseen_holder_log_odds`, and no identifying look-up came back full), the costly trigram
+    searches are skipped; otherwise it runs and the decision is taken again on everything.
+    The result is the decision `decide(rank(account, candidate_holders(account)))` gives."""
+    postgres = _is_postgres()
+    if postgres:
+        _set_trgm_limits()
+    seen, full = _run_blocks(_exact_blocks(account, postgres))
+    holders = _load(seen)
+    ranked = rank(account, holders)
+    decision = decide(ranked)
+    fuzzy = _fuzzy_blocks(account) if postgres else []
+    if not fuzzy:
+        return ranked, decision
+    if decision.link_to is not None and not full:
+        best = next(c for c in ranked if c.policyholder_id == decision.link_to)
+        if _log_odds(best.score) - _unseen_holder_log_odds(account) >= math.log(_setting("MATCH_MARGIN")):
+            return ranked, decision
+    more = _run_blocks(fuzzy)[0] - seen
+    if not more:
+        return ranked, decision
+    ranked = rank(account, [*holders, *_load(more)])
+    return ranked, decide(ranked)
 
 
 # Acting on it -------------------------------------------------------------------------------
@@ -549,8 +618,7 @@ def match_account(
     case = open_case_for(account)
     if case is not None and case.reason not in ENGINE_REASONS:
         return account.association_status
-    ranked = rank(account, candidate_holders(account))
-    decision = decide(ranked)
+    ranked, decision = assess(account)
     if decision.link_to is not None:
         holder = db.session.get(Policyholder, decision.link_to)
         link(account, holder, actor=actor, now=now)

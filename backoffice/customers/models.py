@@ -22,16 +22,20 @@ class Policyholder(db.Model):
     """One holder per tax ID; email lower-cased and phone in E.164, as the import normalises them.
 
     `name_key`, `email_local` and `email_domain` are the matching engine's blocking keys (see
-    `customers/matching.py`); on PostgreSQL the first two carry pg_trgm indexes."""
+    `customers/matching.py`); on PostgreSQL the first two also carry pg_trgm indexes."""
 
     __tablename__ = "policyholders"
     __table_args__ = (
         Index("ix_policyholders_email_domain_local", "email_domain", "email_local"),
+        Index("ix_policyholders_name_key", "name_key"),
+        # GiST, not GIN: the name search is a nearest-neighbour query (`<->` with LIMIT), which
+        # a GiST index answers in distance order without collecting and sorting every row that
+        # shares a trigram with a common surname.
         Index(
             "ix_policyholders_name_key_trgm",
             "name_key",
-            postgresql_using="gin",
-            postgresql_ops={"name_key": "gin_trgm_ops"},
+            postgresql_using="gist",
+            postgresql_ops={"name_key": "gist_trgm_ops"},
         ),
         Index(
             "ix_policyholders_email_local_trgm",

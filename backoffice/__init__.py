@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from backoffice.db import install_sqlite_pragmas, render_migration_item
     from backoffice.extensions import csrf, db, limiter, login_manager, migrate
     from backoffice.i18n import init_i18n
+    from backoffice.logs import configure_logging
 
     app = Flask(
         __name__,
@@ -27,7 +27,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         template_folder=str(ROOT / "templates"),
     )
     app.config.update(load_config(os.environ, app.instance_path, overrides))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(app)
 
     if app.config["TRUSTED_PROXY_COUNT"]:
         count = app.config["TRUSTED_PROXY_COUNT"]

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 ENVIRONMENTS = ("development", "testing", "production")
+LOG_FORMATS = ("json", "text")
 
 DEFAULTS: dict[str, Any] = {
     "APP_ENV": "development",
+    "LOG_FORMAT": "json",
     "DATABASE_URL": None,
     "REDIS_URL": None,
     "SECRET_KEY": None,
@@ -138,6 +140,8 @@ def load_config(
     problems = []
     if config["APP_ENV"] not in ENVIRONMENTS:
         problems.append(f"APP_ENV (must be one of {', '.join(ENVIRONMENTS)})")
+    if config["LOG_FORMAT"] not in LOG_FORMATS:
+        problems.append(f"LOG_FORMAT (must be one of {', '.join(LOG_FORMATS)})")
     for name in INTEGER_SETTINGS:
         try:
             config[name] = int(config[name])

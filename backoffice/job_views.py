@@ -1,74 +1,92 @@
-"""Failed background jobs, for admins to inspect, re-queue or delete."""
+"""The operations page: queue depths, rq queues and workers, periodic jobs, and failed jobs for
+admins to re-queue or (after a confirmation) delete."""
 
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, url_for
+from flask import current_app, flash, redirect, request, url_for
 from flask_admin import expose
+from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from redis.exceptions import RedisError
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
+from backoffice import operations
 from backoffice.admin import RoleBaseView
-from backoffice.audit import record
-from backoffice.extensions import db
 from backoffice.jobs import RqJobQueue
+from backoffice.operations import OperationError
 from backoffice.staff.models import Role
 from backoffice.web import staff_actor
 
-PAGE_SIZE = 100
+
+def age(seconds: float | None) -> str:
+    """`2 d 3 h`, `5 h 12 min`, `40 min`, `12 s`: the two largest units are enough at a glance."""
+    if seconds is None:
+        return "—"
+    seconds = int(max(seconds, 0))
+    parts = [(seconds // 86400, "d"), (seconds % 86400 // 3600, "h"), (seconds % 3600 // 60, "min")]
+    shown = [f"{value} {unit}" for value, unit in parts if value][:2]
+    return " ".join(shown) or f"{seconds} s"
 
 
-def _describe(job: Job) -> dict[str, object]:
-    result = job.latest_result()
-    traceback = (result.exc_string or "").strip() if result is not None else ""
-    return {
-        "id": job.id,
-        "function": job.args[0] if job.args else job.func_name,
-        "arguments": job.args[1:],
-        "ended_at": job.ended_at,
-        "error": traceback.splitlines()[-1] if traceback else "",
-        "traceback": traceback,
-    }
-
-
-class FailedJobsView(RoleBaseView):
+class OperationsView(RoleBaseView):
     allowed_roles = (Role.ADMIN,)
 
-    def _queue(self) -> RqJobQueue | None:
+    def _rq(self) -> RqJobQueue | None:
         queue = current_app.extensions["job_queue"]
         return queue if isinstance(queue, RqJobQueue) else None
 
     @expose("/")
     def index(self):
-        queue = self._queue()
-        jobs, error = [], None
-        if queue is not None:
+        jobs = self._rq()
+        rq_queues, workers, failed, error = [], [], [], None
+        if jobs is not None:
             try:
-                registry = queue.queue.failed_job_registry
-                ids = registry.get_job_ids(0, PAGE_SIZE - 1)
-                jobs = [_describe(job) for job in Job.fetch_many(ids, connection=queue.connection) if job]
+                rq_queues = operations.rq_queues(jobs)
+                workers = operations.rq_workers(jobs)
+                failed = operations.failed_jobs(jobs)
             except RedisError as exc:
-                error = f"Redis is not reachable: {exc}"
+                error = _("Redis is not reachable: %(error)s", error=exc)
         return self.render(
-            "admin/failed_jobs.html", inline=queue is None, jobs=jobs, error=error, form=FlaskForm()
+            "admin/operations.html",
+            depths=operations.queue_depths(),
+            periodic=operations.periodic_jobs(),
+            inline=jobs is None,
+            rq_queues=rq_queues,
+            workers=workers,
+            failed=failed,
+            error=error,
+            age=age,
+            form=FlaskForm(),
         )
 
-    @expose("/<job_id>/<operation>", methods=("POST",))
-    def act(self, job_id: str, operation: str):
-        queue = self._queue()
-        if queue is None or operation not in ("requeue", "delete") or not FlaskForm().validate_on_submit():
-            flash("That action is not available.", "error")
+    @expose("/jobs/<job_id>/requeue", methods=("POST",))
+    def requeue(self, job_id: str):
+        jobs = self._rq()
+        if jobs is None or not FlaskForm().validate_on_submit():
+            flash(_("That action is not available."), "error")
             return redirect(url_for(".index"))
         try:
-            if operation == "requeue":
-                queue.queue.failed_job_registry.requeue(job_id)
-            else:
-                Job.fetch(job_id, connection=queue.connection).delete()
-        except (NoSuchJobError, RedisError, ValueError) as exc:
-            flash(f"Could not {operation} job {job_id}: {exc}", "error")
+            operations.requeue_failed_job(jobs, job_id, actor=staff_actor())
+        except (OperationError, RedisError) as exc:
+            flash(_("Could not re-queue job %(id)s: %(error)s", id=job_id, error=exc), "error")
             return redirect(url_for(".index"))
-        record(f"job.{operation}d", actor=staff_actor(), subject_type="job", subject_id=job_id)
-        db.session.commit()
-        flash(f"Job {job_id} {'re-queued' if operation == 'requeue' else 'deleted'}.", "success")
+        flash(_("Job %(id)s re-queued.", id=job_id), "success")
         return redirect(url_for(".index"))
+
+    @expose("/jobs/<job_id>/delete", methods=("GET", "POST"))
+    def delete(self, job_id: str):
+        """GET asks for confirmation; only the confirmation form's POST deletes."""
+        jobs = self._rq()
+        if jobs is None:
+            flash(_("That action is not available."), "error")
+            return redirect(url_for(".index"))
+        form = FlaskForm()
+        try:
+            if form.validate_on_submit() and request.form.get("confirm") == "yes":
+                operations.delete_failed_job(jobs, job_id, actor=staff_actor())
+                flash(_("Job %(id)s deleted.", id=job_id), "success")
+                return redirect(url_for(".index"))
+            job = operations.failed_job(jobs, job_id)
+        except (OperationError, RedisError) as exc:
+            flash(_("Could not delete job %(id)s: %(error)s", id=job_id, error=exc), "error")
+            return redirect(url_for(".index"))
+        return self.render("admin/operations_delete.html", job=job, form=form)

@@ -21,6 +21,7 @@ from rq import Queue, Worker
 from rq.job import Job, JobStatus
 
 from backoffice.extensions import db
+from backoffice.logs import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,15 @@ class RqJobQueue:
                 ):
                     return
                 existing.delete()
-        self.queue.enqueue(run_job, path, *args, job_id=job_id, job_timeout=timeout, failure_ttl=30 * 86400)
+        self.queue.enqueue(
+            run_job,
+            path,
+            *args,
+            job_id=job_id,
+            job_timeout=timeout,
+            failure_ttl=30 * 86400,
+            meta={"request_id": current_request_id()},
+        )
 
     def _worker_alive(self, job: Job) -> bool:
         """A worker's key expires once it stops sending heartbeats (killed, crashed, lost)."""

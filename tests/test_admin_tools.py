@@ -1,77 +1,14 @@
-"""Admin tools: failed jobs (re-queue, delete), the outbox view's retry, the dev mailbox."""
+"""Admin tools: the outbox view's retry and the dev mailbox (failed jobs: test_operations_page.py)."""
 
-from redis import Redis
-from rq import Queue, SimpleWorker
 from sqlalchemy import select
 
 from backoffice.audit.models import AuditEvent
 from backoffice.extensions import db
-from backoffice.jobs import enqueue_after_commit
 from backoffice.notifications import service as notifications
 from backoffice.notifications.models import OutboxMessage, OutboxStatus
 from backoffice.staff.models import Role
 from tests.conftest import csrf_token_from
 from tests.factories import signed_in_client
-from tests.test_jobs import failing_job
-
-
-def _failed_job(app, redis_url: str) -> Queue:
-    connection = Redis.from_url(redis_url)
-    queue = Queue("default", connection=connection)
-    enqueue_after_commit(failing_job, "boom", job_id="failing-job")
-    db.session.commit()
-    SimpleWorker([queue], connection=connection).work(burst=True)
-    return queue
-
-
-def test_failed_jobs_are_listed_for_admins(make_app, redis_url):
-    app = make_app(REDIS_URL=redis_url)
-    with app.app_context():
-        _failed_job(app, redis_url)
-        client, _ = signed_in_client(app, Role.ADMIN)
-
-        page = client.get("/admin/failed_jobs/").get_data(as_text=True)
-
-    assert "failing-job" in page
-    assert "the job broke" in page
-
-
-def test_admin_requeues_a_failed_job(make_app, redis_url):
-    app = make_app(REDIS_URL=redis_url)
-    with app.app_context():
-        queue = _failed_job(app, redis_url)
-        client, _ = signed_in_client(app, Role.ADMIN)
-        token = csrf_token_from(client, "/admin/failed_jobs/")
-
-        response = client.post("/admin/failed_jobs/failing-job/requeue", data={"csrf_token": token})
-
-        assert response.status_code == 302
-        assert queue.job_ids == ["failing-job"]
-        assert queue.failed_job_registry.count == 0
-        assert db.session.execute(select(AuditEvent).where(AuditEvent.action == "job.requeued")).scalar_one()
-
-
-def test_admin_deletes_a_failed_job(make_app, redis_url):
-    app = make_app(REDIS_URL=redis_url)
-    with app.app_context():
-        queue = _failed_job(app, redis_url)
-        client, _ = signed_in_client(app, Role.ADMIN)
-        token = csrf_token_from(client, "/admin/failed_jobs/")
-
-        client.post("/admin/failed_jobs/failing-job/delete", data={"csrf_token": token})
-
-        assert queue.failed_job_registry.count == 0
-        assert queue.job_ids == []
-
-
-def test_failed_jobs_page_explains_inline_mode(make_app):
-    app = make_app(REDIS_URL=None)
-    with app.app_context():
-        client, _ = signed_in_client(app, Role.ADMIN)
-
-        page = client.get("/admin/failed_jobs/").get_data(as_text=True)
-
-    assert "Jobs run inline" in page
 
 
 def test_outbox_view_retries_given_up_messages(make_app):

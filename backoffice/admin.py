@@ -98,8 +98,9 @@ def build_admin(app: Flask) -> Admin:
     from backoffice.customers.case_views import CaseQueueView
     from backoffice.customers.import_views import ImportView
     from backoffice.customers.views import EcustomerRegistrationView
+    from backoffice.dashboard.views import DashboardView
     from backoffice.extensions import db
-    from backoffice.job_views import FailedJobsView
+    from backoffice.job_views import OperationsView
     from backoffice.notifications.views import DevMailboxView, OutboxView
     from backoffice.review.views import ReviewQueueView
     from backoffice.staff.models import StaffUser
@@ -111,6 +112,7 @@ def build_admin(app: Flask) -> Admin:
         index_view=HomeView(name="Home", url="/admin"),
     )
     admin.init_app(app)
+    admin.add_view(DashboardView(name="Dashboard", endpoint="dashboard", url="/admin/dashboard"))
     admin.add_view(ReviewQueueView(name="Legal review", endpoint="review", url="/admin/review"))
     admin.add_view(CallConsoleView(name="My calls", endpoint="calls", url="/admin/calls", category="Calls"))
     admin.add_view(CallSlaView(name="Call SLA", endpoint="call_sla", url="/admin/call-sla", category="Calls"))
@@ -131,7 +133,11 @@ def build_admin(app: Flask) -> Admin:
     admin.add_view(StaffView(StaffUser, db, name="Staff", endpoint="staff", category="Administration"))
     admin.add_view(AuditEventView(db, name="Audit log", endpoint="audit", category="Administration"))
     admin.add_view(OutboxView(db, name="Outbox", endpoint="outbox", category="Administration"))
-    admin.add_view(FailedJobsView(name="Failed jobs", endpoint="failed_jobs", category="Administration"))
+    admin.add_view(
+        OperationsView(
+            name="Operations", endpoint="operations", url="/admin/operations", category="Administration"
+        )
+    )
     if app.config["APP_ENV"] != "production":
         admin.add_view(DevMailboxView(name="Dev mailbox", endpoint="dev_mailbox", url="/admin/dev-mailbox"))
     return admin

@@ -10,6 +10,7 @@ EVERY_ROLE = set(Role)
 
 VIEW_ACCESS = {
     "/admin/": EVERY_ROLE,
+    "/admin/dashboard/": {Role.ADMIN, Role.SUPERVISOR},
     "/admin/staff/": ADMIN_ONLY,
     "/admin/staff/new/": ADMIN_ONLY,
     "/admin/audit/": {Role.ADMIN, Role.SUPERVISOR},
@@ -19,7 +20,7 @@ VIEW_ACCESS = {
     "/admin/call-sla/": {Role.ADMIN, Role.SUPERVISOR},
     "/admin/staffing/": {Role.ADMIN, Role.SUPERVISOR},
     "/admin/outbox/": ADMIN_ONLY,
-    "/admin/failed_jobs/": ADMIN_ONLY,
+    "/admin/operations/": ADMIN_ONLY,
     "/admin/dev-mailbox/": EVERY_ROLE,
     "/admin/association/": {Role.ASSOCIATION_CLERK, Role.SUPERVISOR},
     "/admin/imports/": {Role.ASSOCIATION_CLERK, Role.SUPERVISOR, Role.ADMIN},

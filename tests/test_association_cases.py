@@ -181,9 +181,9 @@ def test_acting_without_the_claim_is_refused(app):
     first, _ = signed_in_client(app, Role.ASSOCIATION_CLERK)
     second, _ = signed_in_client(app, Role.ASSOCIATION_CLERK)
 
-    unclaimed = _send(second, case, "/link", policyholder_id=holder.id)
+    unclaimed = _send(second, case, "/link", policyholder_id=holder.id, confirmed="1")
     _claim_next(first)
-    not_theirs = _send(second, case, "/no-match", reason="Not them")
+    not_theirs = _send(second, case, "/no-match", reason="Not them", confirmed="1")
 
     assert unclaimed.status_code == 400 and "Claim case" in unclaimed.get_data(as_text=True)
     assert not_theirs.status_code == 400
@@ -219,7 +219,7 @@ def test_link_by_a_clerk_then_unlink_by_a_supervisor_round_trip(app):
     _claim_next(clerk)
 
     page = clerk.get(f"{BASE}/{case.id}").get_data(as_text=True)
-    linked = _send(clerk, case, "/link", policyholder_id=holder.id)
+    linked = _send(clerk, case, "/link", policyholder_id=holder.id, confirmed="1")
 
     assert "✗</span> differs" in page and "✓</span> agrees" in page  # not by colour alone
     assert holder.tax_id in page
@@ -245,7 +245,7 @@ def test_link_by_a_clerk_then_unlink_by_a_supervisor_round_trip(app):
     assert email.language == "en"
     assert "policy" in email.body_text
 
-    unlinked = _send(supervisor, case, "/unlink", reason="Linked to the wrong holder")
+    unlinked = _send(supervisor, case, "/unlink", reason="Linked to the wrong holder", confirmed="1")
 
     assert unlinked.status_code == 302
     db.session.expire_all()
@@ -270,9 +270,9 @@ def test_unlink_needs_a_reason(app):
     clerk, _ = signed_in_client(app, Role.ASSOCIATION_CLERK)
     supervisor, _ = signed_in_client(app, Role.SUPERVISOR)
     _claim_next(clerk)
-    _send(clerk, case, "/link", policyholder_id=holder.id)
+    _send(clerk, case, "/link", policyholder_id=holder.id, confirmed="1")
 
-    response = _send(supervisor, case, "/unlink", reason="   ")
+    response = _send(supervisor, case, "/unlink", reason="   ", confirmed="1")
 
     assert response.status_code == 400
     assert "Write the reason" in response.get_data(as_text=True)
@@ -289,7 +289,7 @@ def test_link_to_a_policyholder_found_by_tax_id(app):
 
     page = clerk.get(f"{BASE}/{case.id}", query_string={"tax_id": "87654321-x"}).get_data(as_text=True)
     missing = clerk.get(f"{BASE}/{case.id}", query_string={"tax_id": "00000000T"}).get_data(as_text=True)
-    response = _send(clerk, case, "/link", policyholder_id=other.id)
+    response = _send(clerk, case, "/link", policyholder_id=other.id, confirmed="1")
 
     assert "Found by tax ID" in page and "Juan Pérez" in page
     assert "No policyholder has the tax ID" in missing
@@ -298,13 +298,83 @@ def test_link_to_a_policyholder_found_by_tax_id(app):
     assert db.session.get(CustomerAccount, case.account_id).policyholder_id == other.id
 
 
+def test_linking_without_confirmation_asks_and_links_nothing(app):
+    holder = make_policyholder()
+    case = _case(candidates=[holder])
+    clerk, _ = signed_in_client(app, Role.ASSOCIATION_CLERK)
+    _claim_next(clerk)
+
+    response = _send(clerk, case, "/link", policyholder_id=holder.id)
+
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert 'data-testid="confirmation"' in page and holder.tax_id in page
+    db.session.expire_all()
+    assert db.session.get(AssociationCase, case.id).status == CaseStatus.OPEN
+    assert db.session.get(CustomerAccount, case.account_id).association_status == AssociationStatus.PENDING
+
+
+def test_no_match_without_confirmation_closes_nothing(app):
+    case = _case(candidates=[make_policyholder()])
+    clerk, _ = signed_in_client(app, Role.ASSOCIATION_CLERK)
+    _claim_next(clerk)
+
+    response = _send(clerk, case, "/no-match", reason="No policy under this name or tax ID")
+
+    assert 'data-testid="confirmation"' in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(AssociationCase, case.id).status == CaseStatus.OPEN
+
+
+def test_link_and_claim_next_opens_the_next_case(app):
+    holder = make_policyholder()
+    first = _case(candidates=[holder], opened_at=datetime(2026, 11, 23, 9, tzinfo=UTC))
+    following = _case(email="otro.cliente@correo.example", opened_at=datetime(2026, 11, 23, 10, tzinfo=UTC))
+    clerk, clerk_user = signed_in_client(app, Role.ASSOCIATION_CLERK)
+    _claim_next(clerk)
+
+    response = _send(clerk, first, "/link", policyholder_id=holder.id, confirmed="1", then="next")
+
+    assert response.headers["Location"].endswith(f"{BASE}/{following.id}")
+    db.session.expire_all()
+    assert db.session.get(AssociationCase, first.id).status == CaseStatus.LINKED
+    assert db.session.get(AssociationCase, following.id).claimed_by_id == clerk_user.id
+
+
+def test_asking_the_customer_and_claiming_next_on_an_empty_queue_goes_back_to_the_queue(app):
+    case = _case(candidates=[make_policyholder()])
+    clerk, _ = signed_in_client(app, Role.ASSOCIATION_CLERK)
+    _claim_next(clerk)
+
+    response = _send(clerk, case, "/ask-customer", message="- Check your mobile number, please.", then="next")
+
+    assert response.headers["Location"].endswith(f"{BASE}/")
+    page = clerk.get(response.headers["Location"]).get_data(as_text=True)
+    assert "no open case is waiting" in page
+    db.session.expire_all()
+    assert db.session.get(AssociationCase, case.id).status == CaseStatus.WAITING_CUSTOMER
+
+
+def test_the_case_page_declares_its_keyboard_shortcuts_and_questions(app):
+    holder = make_policyholder()
+    case = _case(candidates=[holder])
+    clerk, _ = signed_in_client(app, Role.ASSOCIATION_CLERK)
+    _claim_next(clerk)
+
+    page = clerk.get(f"{BASE}/{case.id}").get_data(as_text=True)
+
+    assert 'data-testid="link-candidate" data-shortcut="l"' in page
+    assert f"Link this account to {holder.name} ({holder.tax_id})?" in page
+    assert 'data-testid="shortcut-help"' in page
+
+
 def test_no_match_requires_a_reason(app):
     case = _case()
     clerk, clerk_user = signed_in_client(app, Role.ASSOCIATION_CLERK)
     _claim_next(clerk)
 
-    refused = _send(clerk, case, "/no-match", reason="  ")
-    done = _send(clerk, case, "/no-match", reason="No policy under this name or tax ID")
+    refused = _send(clerk, case, "/no-match", reason="  ", confirmed="1")
+    done = _send(clerk, case, "/no-match", reason="No policy under this name or tax ID", confirmed="1")
 
     assert refused.status_code == 400
     assert "Write the reason" in refused.get_data(as_text=True)
@@ -466,7 +536,7 @@ def test_bad_input_gives_a_form_error_not_a_server_error(app):
     assert too_long.status_code == 400 and "at most" in too_long.get_data(as_text=True)
     assert _send(supervisor, case, "/reassign", clerk_id="424242").status_code == 400
     assert clerk.get(f"{BASE}/999999").status_code == 404
-    assert _send(supervisor, case, "/unlink", reason="Not linked yet").status_code == 400
+    assert _send(supervisor, case, "/unlink", reason="Not linked yet", confirmed="1").status_code == 400
 
 
 @pytest.mark.skipif(not POSTGRES_URL, reason="row locks are a PostgreSQL matter")

@@ -171,6 +171,68 @@ def test_a_supervisor_cannot_log_an_agents_call(app, at_monday_9h):
     assert response.status_code == 403
 
 
+def _log_without_confirmation(client, task, outcome, **fields):
+    token = csrf_token_from(client, f"/admin/calls/{task.id}")
+    return client.post(
+        f"/admin/calls/{task.id}/log", data={"outcome": outcome, "csrf_token": token, **fields}
+    )
+
+
+def test_a_data_mismatch_without_confirmation_asks_and_logs_nothing(app, at_monday_9h):
+    task = make_call_task(MONDAY_9H + timedelta(days=1))
+    client, _ = signed_in_client(app, Role.CALL_AGENT)
+    start_next(client)
+
+    response = _log_without_confirmation(client, task, "data_mismatch", notes="The CIF is another company's.")
+
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert 'data-testid="confirmation"' in page
+    assert "The CIF is another company&#39;s." in page
+    assert db.session.scalar(select(func.count(CallAttempt.id))) == 0
+    assert db.session.get(CallTask, task.id).status == CallTaskStatus.IN_CALL
+
+
+def test_a_confirmed_data_mismatch_sends_the_application_back_to_legal(app, at_monday_9h):
+    task = make_call_task(MONDAY_9H + timedelta(days=1))
+    client, _ = signed_in_client(app, Role.CALL_AGENT)
+    start_next(client)
+
+    response = _log_without_confirmation(
+        client, task, "data_mismatch", notes="The CIF is another company's.", confirmed="1"
+    )
+
+    assert response.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(CallTask, task.id).application.status == ApplicationStatus.SUBMITTED
+
+
+def test_the_last_unanswered_attempt_without_confirmation_asks_and_logs_nothing(app, at_monday_9h):
+    task = make_call_task(MONDAY_9H + timedelta(days=1))
+    task.failed_attempts = 2
+    db.session.commit()
+    client, _ = signed_in_client(app, Role.CALL_AGENT)
+    start_next(client)
+
+    response = _log_without_confirmation(client, task, "no_answer")
+
+    assert 'data-testid="confirmation"' in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(CallTask, task.id).status == CallTaskStatus.IN_CALL
+
+
+def test_the_call_screen_asks_only_before_the_outcomes_that_cannot_be_taken_back(app, at_monday_9h):
+    task = make_call_task(MONDAY_9H + timedelta(days=1))
+    client, _ = signed_in_client(app, Role.CALL_AGENT)
+    start_next(client)
+
+    page = client.get(f"/admin/calls/{task.id}").get_data(as_text=True)
+
+    radios = dict(re.findall(r'data-testid="outcome-(\w+)"([^>]*)>', page))
+    assert [outcome for outcome, rest in radios.items() if "data-confirm" in rest] == ["data_mismatch"]
+    assert 'data-testid="log-call-next" data-shortcut="n"' in page
+
+
 def test_the_sla_page_lists_at_risk_tasks_and_attainment(app, at_monday_9h):
     make_call_task(MONDAY_9H + timedelta(hours=3), created_at=MONDAY_9H - timedelta(days=2))
     met = make_call_task(MONDAY_9H - timedelta(hours=1))

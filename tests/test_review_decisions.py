@@ -147,6 +147,44 @@ def test_rejecting_a_document_keeps_the_reason_and_is_audited(in_review, reviewe
     assert event.after["reason_code"] == "expired"
 
 
+def test_accepting_the_pending_documents_leaves_a_rejected_one_rejected(in_review, reviewer):
+    reject(in_review, reviewer, "power_of_attorney", "expired")
+
+    accepted = decisions.accept_pending_documents(
+        in_review, reviewer=reviewer, actor=Actor.staff(reviewer), now=MONDAY_10H
+    )
+    db.session.commit()
+
+    assert [d.kind.value for d in accepted] == ["public_deed", "tax_id_document"]
+    assert {kind: document(in_review, kind).status for kind in KINDS} == {
+        "public_deed": DocumentStatus.ACCEPTED,
+        "power_of_attorney": DocumentStatus.REJECTED,
+        "tax_id_document": DocumentStatus.ACCEPTED,
+    }
+    assert sorted(event.subject_id for event in events("document.accepted")) == sorted(
+        str(d.id) for d in accepted
+    )
+
+
+def test_accepting_the_pending_documents_with_none_pending_is_refused(in_review, reviewer):
+    accept(in_review, reviewer)
+
+    with pytest.raises(ReviewError) as refused:
+        decisions.accept_pending_documents(in_review, reviewer=reviewer, actor=Actor.staff(reviewer))
+
+    assert refused.value.code == "nothing_pending"
+
+
+def test_accepting_the_pending_documents_needs_the_application_in_review(client, reviewer):
+    application, _ = new_application(client)
+
+    with pytest.raises(ReviewError) as refused:
+        decisions.accept_pending_documents(application, reviewer=reviewer, actor=Actor.staff(reviewer))
+
+    assert refused.value.code == "not_in_review"
+    assert events("document.accepted") == []
+
+
 @pytest.mark.parametrize(("reason_code", "code"), [(None, "reason_required"), ("blurry", "unknown_reason")])
 def test_a_rejection_needs_a_reason_from_the_list(in_review, reviewer, reason_code, code):
     with pytest.raises(ReviewError) as refused:

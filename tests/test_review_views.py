@@ -1,5 +1,8 @@
 """The legal review queue and review page, driven through the back office as staff use it."""
 
+import re
+
+import pytest
 from sqlalchemy import select
 
 from backoffice.audit.models import AuditEvent
@@ -92,7 +95,7 @@ def test_accepting_all_documents_then_approving_opens_a_call_task(app):
     application, reviewer, _ = _claimed(app)
     _accept_all(reviewer, application)
 
-    _post(reviewer, f"/admin/review/{application.id}/approve")
+    _post(reviewer, f"/admin/review/{application.id}/approve", confirmed="1")
 
     db.session.refresh(application)
     assert application.status == ApplicationStatus.CALL_SCHEDULED
@@ -103,7 +106,7 @@ def test_accepting_all_documents_then_approving_opens_a_call_task(app):
 def test_approve_is_refused_while_a_document_is_not_accepted(app):
     application, reviewer, _ = _claimed(app)
 
-    page = _post(reviewer, f"/admin/review/{application.id}/approve").get_data(as_text=True)
+    page = _post(reviewer, f"/admin/review/{application.id}/approve", confirmed="1").get_data(as_text=True)
 
     db.session.refresh(application)
     assert application.status == ApplicationStatus.IN_REVIEW
@@ -125,6 +128,7 @@ def test_requesting_documents_emails_the_applicant_and_pauses(app):
         f"/admin/review/{application.id}/request-documents",
         kinds="public_deed",
         message="Necesitamos una copia legible de la escritura.",
+        confirmed="1",
     )
 
     db.session.refresh(application)
@@ -140,9 +144,11 @@ def test_rejection_needs_a_second_reviewer(app):
     db.session.refresh(application)
     assert application.status == ApplicationStatus.IN_REVIEW
 
-    own = _post(first, f"/admin/review/{application.id}/confirm-rejection").get_data(as_text=True)
+    own = _post(first, f"/admin/review/{application.id}/confirm-rejection", confirmed="1").get_data(
+        as_text=True
+    )
     second, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
-    _post(second, f"/admin/review/{application.id}/confirm-rejection")
+    _post(second, f"/admin/review/{application.id}/confirm-rejection", confirmed="1")
 
     assert "Not done" in own
     db.session.refresh(application)
@@ -220,3 +226,111 @@ def test_reassigning_to_an_unknown_reviewer_is_refused(app):
 
     db.session.refresh(application)
     assert application.claimed_by_id == user.id
+
+
+def test_accept_all_accepts_every_pending_document_one_audit_event_each(app):
+    application, reviewer, _ = _claimed(app)
+
+    _post(reviewer, f"/admin/review/{application.id}/accept-pending")
+
+    db.session.expire_all()
+    assert {document.status for document in application.documents} == {DocumentStatus.ACCEPTED}
+    events = db.session.execute(select(AuditEvent).where(AuditEvent.action == "document.accepted")).scalars()
+    assert sorted(event.subject_id for event in events) == sorted(str(d.id) for d in application.documents)
+
+
+@pytest.mark.parametrize(
+    ("action", "fields"),
+    [("approve", {}), ("request-documents", {"kinds": "public_deed", "message": "Otra copia, por favor."})],
+)
+def test_a_decision_without_confirmation_asks_first_and_changes_nothing(app, action, fields):
+    application, reviewer, _ = _claimed(app)
+    _accept_all(reviewer, application)
+
+    response = _post(reviewer, f"/admin/review/{application.id}/{action}", **fields)
+
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert 'data-testid="confirmation"' in page
+    assert f'action="/admin/review/{application.id}/{action}"' in page
+    db.session.refresh(application)
+    assert application.status == ApplicationStatus.IN_REVIEW
+    assert db.session.execute(select(CallTask)).first() is None
+
+
+def test_the_confirmation_page_resends_the_decision_confirmed(app):
+    application, reviewer, _ = _claimed(app)
+    _accept_all(reviewer, application)
+    page = _post(reviewer, f"/admin/review/{application.id}/approve").get_data(as_text=True)
+    form = page[page.index('data-testid="confirmation"') :].split("</form>")[0]
+    hidden = dict(re.findall(r'name="([^"]+)"[^>]*value="([^"]*)"', form))
+
+    reviewer.post(f"/admin/review/{application.id}/approve", data=hidden)
+
+    assert hidden["confirmed"] == "1"
+    db.session.refresh(application)
+    assert application.status == ApplicationStatus.CALL_SCHEDULED
+
+
+def test_confirming_a_rejection_without_confirmation_changes_nothing(app):
+    application, first, _ = _claimed(app)
+    _post(first, f"/admin/review/{application.id}/reject", reason="La empresa no existe en el registro.")
+    second, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
+
+    page = _post(second, f"/admin/review/{application.id}/confirm-rejection").get_data(as_text=True)
+
+    assert 'data-testid="confirmation"' in page
+    db.session.refresh(application)
+    assert application.status == ApplicationStatus.IN_REVIEW
+
+
+def test_approve_and_claim_next_opens_the_next_application(app):
+    application, reviewer, user = _claimed(app)
+    following = _application(app, company_name="Otra Empresa S.A.", company_tax_id="A58818501")
+    _accept_all(reviewer, application)
+    token = csrf_token_from(reviewer, "/admin/review/")
+
+    response = reviewer.post(
+        f"/admin/review/{application.id}/approve",
+        data={"csrf_token": token, "confirmed": "1", "then": "next"},
+    )
+
+    assert response.headers["Location"].endswith(f"/admin/review/{following.id}")
+    db.session.refresh(application)
+    db.session.refresh(following)
+    assert application.status == ApplicationStatus.CALL_SCHEDULED
+    assert (following.status, following.claimed_by_id) == (ApplicationStatus.IN_REVIEW, user.id)
+
+
+def test_deciding_and_claiming_next_on_an_empty_queue_goes_back_to_the_queue(app):
+    application, reviewer, _ = _claimed(app)
+    _accept_all(reviewer, application)
+
+    response = _post(reviewer, f"/admin/review/{application.id}/approve", confirmed="1", then="next")
+
+    assert response.request.path == "/admin/review/"
+    assert "nothing is waiting" in response.get_data(as_text=True)
+    db.session.refresh(application)
+    assert application.status == ApplicationStatus.CALL_SCHEDULED
+
+
+def test_a_failed_decision_does_not_claim_the_next_application(app):
+    application, reviewer, _ = _claimed(app)
+    following = _application(app, company_tax_id="A58818501")
+
+    page = _post(reviewer, f"/admin/review/{application.id}/approve", confirmed="1", then="next")
+
+    assert page.request.path == f"/admin/review/{application.id}"
+    db.session.refresh(following)
+    assert following.claimed_by_id is None
+
+
+def test_the_review_page_declares_its_keyboard_shortcuts(app):
+    application, reviewer, _ = _claimed(app)
+
+    page = reviewer.get(f"/admin/review/{application.id}").get_data(as_text=True)
+
+    assert page.count('data-shortcut="d"') == 3
+    assert 'data-testid="accept-all" data-shortcut="a"' in page
+    assert 'data-testid="shortcut-help"' in page
+    assert "js/shortcuts.js" in page and "js/confirm.js" in page

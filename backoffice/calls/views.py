@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from itertools import groupby
 
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import expose
+from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, or_, select
@@ -28,7 +29,7 @@ from backoffice.review.service import calendar
 from backoffice.review.states import IllegalTransition
 from backoffice.review.views import local
 from backoffice.staff.models import Role, StaffUser
-from backoffice.web import staff_actor
+from backoffice.web import confirmation_page, confirmed, staff_actor
 
 FIELD_LABELS = {
     "company_tax_id": "Company tax ID (CIF)",
@@ -60,6 +61,21 @@ def _task(task_id: int) -> CallTask:
 def _require_form() -> None:
     if not FlaskForm().validate_on_submit():
         abort(400)
+
+
+def _questions(task: CallTask) -> dict[str, str]:
+    """The outcomes that cannot be taken back, with what is asked before logging them: a
+    mismatch sends the application back to legal, and the last unanswered attempt fails the call."""
+    questions = {
+        CallOutcome.DATA_MISMATCH.value: _(
+            "Log a data mismatch? The application goes back to the legal team's queue."
+        )
+    }
+    if task.failed_attempts + 1 >= int(current_app.config["CALL_MAX_ATTEMPTS"]):
+        questions[CallOutcome.NO_ANSWER.value] = _(
+            "This is the last attempt: log no answer? The call fails and the applicant is emailed."
+        )
+    return questions
 
 
 def _preferred(task: CallTask) -> list[str]:
@@ -165,6 +181,7 @@ class CallConsoleView(RoleBaseView):
             sla_styles=SLA_STYLES,
             fields=FIELD_LABELS,
             outcomes=OUTCOME_LABELS,
+            questions=_questions(task),
             callback_days=days,
             preferred=_preferred(task),
             errors=errors or {},
@@ -181,6 +198,9 @@ class CallConsoleView(RoleBaseView):
             abort(403)
         task = _task(task_id)
         form = request.form
+        question = _questions(task).get(form.get("outcome", ""))
+        if question and not confirmed():
+            return confirmation_page(self, question, cancel_url=url_for(".call", task_id=task.id))
         checks = {
             name: {"status": form.get(f"check_{name}", ""), "value": form.get(f"value_{name}", "")}
             for name in service.VALIDATED_FIELDS

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import expose
+from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
@@ -19,7 +20,7 @@ from backoffice.customers import cases
 from backoffice.customers.models import AssociationCase, CaseStatus, Policyholder
 from backoffice.extensions import db
 from backoffice.staff.models import Role, StaffUser
-from backoffice.web import staff_actor
+from backoffice.web import confirmation_page, confirmed, staff_actor
 
 STATUS_LABELS = {
     CaseStatus.OPEN: "Open",
@@ -33,6 +34,26 @@ VERDICTS = {
     "differs": ("✗", "differs", "danger"),
     "missing": ("—", "missing", "secondary"),
 }
+QUEUE_EMPTY = "The queue is empty: no open case is waiting."
+
+
+def _questions() -> dict[str, str]:
+    """What is asked before the decisions that cannot be taken back: by confirm.js on the page,
+    and by the server when a request arrives without the confirmation. Linking names the
+    policyholder, so its question is built per candidate (`link_question`)."""
+    return {
+        "no_match": _("Close this case as no match? The account will stay without policies."),
+        "ask_customer": _("Email the customer asking them to check these details?"),
+        "unlink": _("Unlink this account? It goes back to pending with a new case."),
+    }
+
+
+def link_question(holder: Policyholder) -> str:
+    return _(
+        "Link this account to %(name)s (%(tax_id)s)? The customer will be emailed.",
+        name=holder.name,
+        tax_id=holder.tax_id,
+    )
 
 
 def _date(value: str | None) -> date | None:
@@ -75,10 +96,30 @@ class CaseQueueView(RoleBaseView):
     def _back(self, case: AssociationCase):
         return redirect(url_for(".case", case_id=case.id))
 
-    def _act(self, case: AssociationCase, action: Callable[[], Any], success: str, *, role: Role):
+    def _claim_next(self):
+        case = cases.claim_next(current_user, actor=staff_actor())
+        db.session.commit()
+        if case is None:
+            flash(QUEUE_EMPTY, "info")
+            return redirect(url_for(".index"))
+        return self._back(case)
+
+    def _act(
+        self,
+        case: AssociationCase,
+        action: Callable[[], Any],
+        success: str,
+        *,
+        role: Role,
+        confirm: str | None = None,
+    ):
         """Run one service call, commit it, and say what happened. A refusal shows the case page
-        again with the error and what was typed (nothing is lost), answering 400."""
+        again with the error and what was typed (nothing is lost), answering 400. A decision that
+        cannot be taken back (`confirm` is its question) needs the form's confirmation; after a
+        decision, `then=next` goes straight on to the clerk's next case."""
         self._require_form(role)
+        if confirm and not confirmed():
+            return confirmation_page(self, confirm, cancel_url=url_for(".case", case_id=case.id))
         try:
             result = action()
             db.session.commit()
@@ -86,6 +127,8 @@ class CaseQueueView(RoleBaseView):
             db.session.rollback()
             return self._case_page(self._case(case.id), error=str(exc), typed=request.form), 400
         flash(success, "success")
+        if request.form.get("then") == "next" and self._is_clerk():
+            return self._claim_next()
         return self._back(result if isinstance(result, AssociationCase) else case)
 
     @expose("/")
@@ -128,12 +171,7 @@ class CaseQueueView(RoleBaseView):
     @expose("/claim-next", methods=("POST",))
     def claim_next(self):
         self._require_form(Role.ASSOCIATION_CLERK)
-        case = cases.claim_next(current_user, actor=staff_actor())
-        db.session.commit()
-        if case is None:
-            flash("The queue is empty: no open case is waiting.", "info")
-            return redirect(url_for(".index"))
-        return self._back(case)
+        return self._claim_next()
 
     def _case_page(self, case: AssociationCase, *, error: str | None = None, typed: Any = None):
         typed = typed or {}
@@ -175,6 +213,8 @@ class CaseQueueView(RoleBaseView):
             status_labels=STATUS_LABELS,
             field_labels=FIELD_LABELS,
             verdicts=VERDICTS,
+            questions=_questions(),
+            link_question=link_question,
             form=FlaskForm(),
             local=local,
         )
@@ -238,6 +278,7 @@ class CaseQueueView(RoleBaseView):
             lambda: cases.link_case(case, holder, actor=staff_actor()),
             f"Linked to {holder.name} ({holder.tax_id}); the customer has been emailed.",
             role=Role.ASSOCIATION_CLERK,
+            confirm=link_question(holder),
         )
 
     @expose("/<int:case_id>/no-match", methods=("POST",))
@@ -248,6 +289,7 @@ class CaseQueueView(RoleBaseView):
             lambda: cases.no_match(case, request.form.get("reason", ""), actor=staff_actor()),
             "Closed as no match.",
             role=Role.ASSOCIATION_CLERK,
+            confirm=_questions()["no_match"],
         )
 
     @expose("/<int:case_id>/ask-customer", methods=("POST",))
@@ -268,4 +310,5 @@ class CaseQueueView(RoleBaseView):
             lambda: cases.unlink(case.account, request.form.get("reason", ""), actor=staff_actor()),
             "Unlinked: the account is pending again, with a new open case.",
             role=Role.SUPERVISOR,
+            confirm=_questions()["unlink"],
         )

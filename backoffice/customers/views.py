@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from flask import abort, current_app
 from flask_admin import expose
+from flask_babel import lazy_gettext as _l
 from markupsafe import Markup
 from sqlalchemy import func, select
 
 from backoffice import audit
 from backoffice.admin import RoleView, time_filters
+from backoffice.customers import evidence
 from backoffice.customers.models import EcustomerRegistration
 from backoffice.extensions import db
 from backoffice.otp import OtpChallenge, OtpCode
@@ -36,8 +38,27 @@ class EcustomerRegistrationView(RoleView):
     column_list = ("created_at", "tax_id", "status", "codes", "signed_at", "activated_at", "expires_at")
     column_default_sort = ("created_at", True)
     column_searchable_list = ("tax_id", "email")
-    column_filters = ("status", *time_filters(EcustomerRegistration.created_at, "Started"))
-    column_labels = {"codes": "Codes sent / wrong tries", "tax_id": "Tax ID"}
+    column_filters = ("status", *time_filters(EcustomerRegistration.created_at, _l("Started")))
+    column_labels = {
+        "created_at": _l("Started"),
+        "tax_id": _l("Tax ID"),
+        "email": _l("Email"),
+        "phone": _l("Phone"),
+        "language": _l("Language"),
+        "status": _l("Status"),
+        "codes": _l("Codes sent / wrong tries"),
+        "signed_at": _l("Signed"),
+        "activated_at": _l("Activated"),
+        "expires_at": _l("Expires"),
+        "contract_version": _l("Contract version"),
+        "contract_sha256": _l("Contract SHA-256"),
+        "challenge_id": _l("Code challenge"),
+        "signed_contract_id": _l("Signed contract"),
+        "account_id": _l("Account"),
+        "policyholder": _l("Policyholder"),
+        "ip": _l("IP"),
+        "user_agent": _l("User agent"),
+    }
     column_formatters = {
         "codes": lambda view, context, model, name: Markup("{codes_sent} / {wrong_attempts}").format(
             **_challenge_summary(model)
@@ -56,6 +77,23 @@ class EcustomerRegistrationView(RoleView):
                 db.session.get(SignedContract, model.signed_contract_id) if model.signed_contract_id else None
             )
         return super().render(template, **kwargs)
+
+    @expose("/registration/<registration_id>/evidence")
+    def evidence_bundle(self, registration_id: str):
+        """Everything the registration left, as one ZIP; taking it is audited."""
+        registration = db.session.get(EcustomerRegistration, registration_id)
+        if registration is None:
+            abort(404)
+        try:
+            bundle = evidence.registration_bundle(registration, actor=staff_actor())
+        except StorageError:
+            db.session.rollback()
+            abort(503)
+        db.session.commit()
+        response = current_app.response_class(bundle.data, mimetype="application/zip")
+        response.headers["Content-Disposition"] = content_disposition(bundle.filename, inline=False)
+        response.headers["Cache-Control"] = "private, no-store"
+        return response
 
     @expose("/contract/<int:contract_id>/download")
     def download(self, contract_id: int):

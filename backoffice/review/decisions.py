@@ -91,7 +91,8 @@ class ReviewError(Exception):
     Codes: not_in_review, document_not_current, reason_required, unknown_reason,
     reason_text_required, reason_too_long, note_required, note_too_long,
     documents_not_accepted, rejection_proposed, nothing_requested, unknown_document,
-    message_required, message_too_long, no_rejection_proposed, same_reviewer, not_a_reviewer."""
+    message_required, message_too_long, no_rejection_proposed, same_reviewer, not_a_reviewer,
+    nothing_pending."""
 
     def __init__(self, code: str, message: str | None = None, **details: Any):
         super().__init__(message or code)
@@ -247,6 +248,31 @@ def review_document(
     )
     db.session.flush()
     return document
+
+
+def accept_pending_documents(
+    application: RepresentativeApplication,
+    *,
+    reviewer: StaffUser,
+    actor: Actor,
+    now: datetime | None = None,
+) -> list[ApplicationDocument]:
+    """Accept, in one step, every current document nobody has decided on yet: the usual case is
+    three good documents. Each goes through `review_document` (same rules, one audit event
+    each); a document already rejected stays rejected, since overriding it takes a decision."""
+    now = now or utcnow()
+    _require_in_review(_lock(application))
+    pending = [
+        document
+        for document in current_documents(application).values()
+        if document.status == DocumentStatus.PENDING and document.deleted_at is None
+    ]
+    if not pending:
+        raise ReviewError("nothing_pending", "No document is waiting for a decision.")
+    return [
+        review_document(document, accepted=True, reviewer=reviewer, actor=actor, now=now)
+        for document in sorted(pending, key=lambda document: DOCUMENT_KINDS.index(document.kind.value))
+    ]
 
 
 def add_note(

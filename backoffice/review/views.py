@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import expose
+from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from backoffice import audit
 from backoffice.admin import RoleBaseView
 from backoffice.extensions import db
-from backoffice.review import decisions, queue
+from backoffice.review import decisions, evidence, queue
 from backoffice.review.models import (
     ApplicationDocument,
     ApplicationStatus,
@@ -26,8 +27,8 @@ from backoffice.review.models import (
 )
 from backoffice.review.states import IllegalTransition
 from backoffice.staff.models import Role, StaffUser
-from backoffice.storage import StorageError
-from backoffice.web import staff_actor
+from backoffice.storage import StorageError, content_disposition
+from backoffice.web import confirmation_page, confirmed, staff_actor
 
 SLA_LABELS = {
     "on_track": "On track",
@@ -44,6 +45,17 @@ SLA_STYLES = {
     "done": "light",
 }
 FAILURES = (queue.QueueError, decisions.ReviewError, IllegalTransition)
+QUEUE_EMPTY = "The queue is empty: nothing is waiting for review."
+
+
+def _questions() -> dict[str, str]:
+    """What is asked before the decisions that cannot be taken back: by confirm.js on the page,
+    and by the server when a request arrives without the confirmation."""
+    return {
+        "approve": _("Approve this application and open its call task?"),
+        "request_documents": _("Email the applicant asking for these documents?"),
+        "confirm_rejection": _("Confirm the rejection? The applicant will be emailed."),
+    }
 
 
 def _date(value: str | None) -> date | None:
@@ -75,6 +87,17 @@ class ReviewQueueView(RoleBaseView):
     """Legal reviewers work the queue; supervisors see all of it and reassign."""
 
     allowed_roles = (Role.LEGAL_REVIEWER, Role.SUPERVISOR)
+    evidence_roles = (Role.LEGAL_REVIEWER, Role.SUPERVISOR, Role.ADMIN)
+
+    def is_accessible(self) -> bool:
+        """Admins may also take an application's evidence bundle, and open nothing else here."""
+        if request.endpoint == f"{self.endpoint}.evidence_bundle":
+            return bool(
+                current_user.is_authenticated
+                and current_user.active
+                and current_user.role in self.evidence_roles
+            )
+        return super().is_accessible()
 
     def _is_reviewer(self) -> bool:
         return current_user.role == Role.LEGAL_REVIEWER
@@ -94,18 +117,43 @@ class ReviewQueueView(RoleBaseView):
     def _back(self, application: RepresentativeApplication):
         return redirect(url_for(".application", application_id=application.id))
 
-    def _act(self, application: RepresentativeApplication, action, success: str):
-        """Run one decision for the claim holder, commit it, and say what happened."""
+    def _claim_next(self):
+        application = queue.claim_next(current_user, actor=staff_actor())
+        db.session.commit()
+        if application is None:
+            flash(QUEUE_EMPTY, "info")
+            return redirect(url_for(".index"))
+        return self._back(application)
+
+    def _act(
+        self,
+        application: RepresentativeApplication,
+        action,
+        success: str,
+        *,
+        confirm: str | None = None,
+        holder_only: bool = True,
+    ):
+        """Run one decision (by the claim holder unless `holder_only` is off), commit it, and say
+        what happened. A decision that cannot be taken back (`confirm` is its question) needs the
+        form's confirmation; after it, `then=next` goes straight on to the next application."""
         self._require_reviewer_form()
+        if confirm and not confirmed():
+            return confirmation_page(
+                self, confirm, cancel_url=url_for(".application", application_id=application.id)
+            )
         try:
-            queue.touch(application, current_user)
+            if holder_only:
+                queue.touch(application, current_user)
             action()
             db.session.commit()
         except FAILURES as exc:
             db.session.rollback()
             flash(f"Not done: {exc}", "error")
-        else:
-            flash(success, "success")
+            return self._back(application)
+        flash(success, "success")
+        if request.form.get("then") == "next":
+            return self._claim_next()
         return self._back(application)
 
     @expose("/")
@@ -146,12 +194,7 @@ class ReviewQueueView(RoleBaseView):
     @expose("/claim-next", methods=("POST",))
     def claim_next(self):
         self._require_reviewer_form()
-        application = queue.claim_next(current_user, actor=staff_actor())
-        db.session.commit()
-        if application is None:
-            flash("The queue is empty: nothing is waiting for review.", "info")
-            return redirect(url_for(".index"))
-        return self._back(application)
+        return self._claim_next()
 
     @expose("/reassign", methods=("POST",))
     def reassign(self):
@@ -187,6 +230,7 @@ class ReviewQueueView(RoleBaseView):
         ).scalars()
         current = [d for d in application.documents if d.status != DocumentStatus.SUPERSEDED]
         rejected = [d.kind.value for d in current if d.status == DocumentStatus.REJECTED]
+        accepted = {d.kind.value for d in current if d.status == DocumentStatus.ACCEPTED}
         return self.render(
             "admin/review_application.html",
             application=application,
@@ -208,9 +252,27 @@ class ReviewQueueView(RoleBaseView):
             reviewers=_reviewers(),
             is_reviewer=self._is_reviewer(),
             is_supervisor=current_user.role == Role.SUPERVISOR,
+            pending=any(d.status == DocumentStatus.PENDING for d in current),
+            all_accepted=accepted >= set(decisions.DOCUMENT_KINDS),
+            questions=_questions(),
             form=FlaskForm(),
             local=local,
         )
+
+    @expose("/<application_id>/evidence")
+    def evidence_bundle(self, application_id: str):
+        """Everything the application's sign-up left, as one ZIP; taking it is audited."""
+        application = self._application(application_id)
+        try:
+            bundle = evidence.application_bundle(application, actor=staff_actor())
+        except StorageError:
+            db.session.rollback()
+            abort(503)
+        db.session.commit()
+        response = current_app.response_class(bundle.data, mimetype="application/zip")
+        response.headers["Content-Disposition"] = content_disposition(bundle.filename, inline=False)
+        response.headers["Cache-Control"] = "private, no-store"
+        return response
 
     @expose("/<application_id>/documents/<int:document_id>/view")
     def view_document(self, application_id: str, document_id: int):
@@ -257,6 +319,17 @@ class ReviewQueueView(RoleBaseView):
             f"Document {'accepted' if accepted else 'rejected'}.",
         )
 
+    @expose("/<application_id>/accept-pending", methods=("POST",))
+    def accept_pending(self, application_id: str):
+        application = self._application(application_id)
+        return self._act(
+            application,
+            lambda: decisions.accept_pending_documents(
+                application, reviewer=current_user, actor=staff_actor()
+            ),
+            _("Every document that was waiting for a decision is accepted."),
+        )
+
     @expose("/<application_id>/notes", methods=("POST",))
     def add_note(self, application_id: str):
         application = self._application(application_id)
@@ -275,6 +348,7 @@ class ReviewQueueView(RoleBaseView):
             application,
             lambda: decisions.approve(application, reviewer=current_user, actor=staff_actor()),
             "Approved: a call task is open with the application's deadline.",
+            confirm=_questions()["approve"],
         )
 
     @expose("/<application_id>/request-documents", methods=("POST",))
@@ -290,6 +364,7 @@ class ReviewQueueView(RoleBaseView):
                 actor=staff_actor(),
             ),
             "Documents requested: the applicant has been emailed and the deadline is paused.",
+            confirm=_questions()["request_documents"],
         )
 
     @expose("/<application_id>/reject", methods=("POST",))
@@ -307,16 +382,13 @@ class ReviewQueueView(RoleBaseView):
     def confirm_rejection(self, application_id: str):
         """The second reviewer does not need the claim: confirming is their whole job here."""
         application = self._application(application_id)
-        self._require_reviewer_form()
-        try:
-            decisions.confirm_rejection(application, confirmer=current_user, actor=staff_actor())
-            db.session.commit()
-        except FAILURES as exc:
-            db.session.rollback()
-            flash(f"Not done: {exc}", "error")
-        else:
-            flash("Rejection confirmed; the applicant has been emailed.", "success")
-        return self._back(application)
+        return self._act(
+            application,
+            lambda: decisions.confirm_rejection(application, confirmer=current_user, actor=staff_actor()),
+            "Rejection confirmed; the applicant has been emailed.",
+            confirm=_questions()["confirm_rejection"],
+            holder_only=False,
+        )
 
     @expose("/<application_id>/withdraw-rejection", methods=("POST",))
     def withdraw_rejection(self, application_id: str):

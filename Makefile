@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: install run test lint worker cron periodic translations bench
+.PHONY: install chromium run test lint worker cron periodic translations bench
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,12 +13,17 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# The browser tests drive Debian's Chromium (Playwright's own browser downloads are not used).
+chromium:
+	@test -x /usr/bin/chromium || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; }
+
 run: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask demo load
 	$(BIN)/flask run --host 127.0.0.1 --port 5000
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest
 
 lint: install

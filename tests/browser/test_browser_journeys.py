@@ -140,4 +140,5 @@ def test_a_supervisor_opens_the_dashboard(app, page: Page, sign_in):
     response = page.goto("/admin/dashboard/")
 
     assert response is not None and response.status == 200
+    expect(page.get_by_test_id("dashboard")).to_be_visible()
     expect(page.locator("#queues-heading")).to_be_visible()

@@ -57,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "REVIEW_AT_RISK_HOURS": 12,
     "REVIEW_REJECTION_NEEDS_CONFIRMATION": True,
     "DOCUMENT_RETENTION_DAYS": 90,
+    "ORPHAN_DOCUMENT_MINUTES": 60,
     "CALL_SLOT_MINUTES": 20,
     "CALL_PLAN_HORIZON_DAYS": 7,
     "CALL_AT_RISK_HOURS": 4,
@@ -96,6 +97,7 @@ INTEGER_SETTINGS = (
     "REVIEW_CLAIM_IDLE_MINUTES",
     "REVIEW_AT_RISK_HOURS",
     "DOCUMENT_RETENTION_DAYS",
+    "ORPHAN_DOCUMENT_MINUTES",
     "CALL_SLOT_MINUTES",
     "CALL_PLAN_HORIZON_DAYS",
     "CALL_AT_RISK_HOURS",
@@ -176,6 +178,10 @@ def load_config(
         engine_options["connect_args"] = {"prepare_threshold": None}
     config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options)
     config["RATELIMIT_STORAGE_URI"] = config["REDIS_URL"] or "memory://"
+    # Redis down or hung: count in this process instead (each process still enforces every
+    # limit) rather than refuse sign-ups or drop the limits; a hung Redis costs a request one
+    # short timeout, not the client library's default of several seconds per call.
+    config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_timeout": 1, "socket_connect_timeout": 1}
     config["RATELIMIT_SWALLOW_ERRORS"] = True
     config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] = True
     config["RATELIMIT_HEADERS_ENABLED"] = True

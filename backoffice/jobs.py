@@ -122,6 +122,10 @@ class RqJobQueue:
                     status == JobStatus.STARTED and self._worker_alive(existing)
                 ):
                     return
+                if status == JobStatus.STARTED:
+                    # rq's own handling of abandoned runs (marked failed, out of the started
+                    # registry), so no later registry clean-up takes the replacement for the dead run.
+                    existing.started_job_registry.cleanup()
                 existing.delete()
         self.queue.enqueue(
             run_job,
@@ -134,8 +138,13 @@ class RqJobQueue:
         )
 
     def _worker_alive(self, job: Job) -> bool:
-        """A worker's key expires once it stops sending heartbeats (killed, crashed, lost)."""
+        """A worker that stops sending heartbeats (killed, crashed, lost) is dead once the lease
+        of its last heartbeat runs out. rq keeps that lease as a time in the started-job registry
+        (what rq itself uses to call a job abandoned), read here by our clock, so a sweep that
+        reasons with `now` sees the same dead worker; the worker's key expires by Redis's clock."""
         if not job.worker_name:
+            return False
+        if job.id in job.started_job_registry.get_expired_job_ids():
             return False
         return bool(self.connection.exists(Worker.redis_worker_namespace_prefix + job.worker_name))
 

@@ -17,6 +17,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("outbox-sweeper", "backoffice.notifications.jobs.sweep_outbox", 60),
     PeriodicJob("idempotency-key-purge", "backoffice.idempotency.purge_expired", 3600),
     PeriodicJob("document-retention", "backoffice.review.jobs.purge_expired_documents", 86400),
+    PeriodicJob("orphan-document-clean-up", "backoffice.review.jobs.purge_orphan_documents", 3600),
     PeriodicJob("call-planner", "backoffice.calls.jobs.replan_calls", 300),
     PeriodicJob("call-sla-alerts", "backoffice.calls.jobs.alert_at_risk_calls", 300),
     PeriodicJob("completion-link-expiry", "backoffice.review.jobs.expire_stale_invitations", 3600),

@@ -11,7 +11,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -52,6 +52,8 @@ class DocumentStorage(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def list_keys(self, prefix: str) -> Iterator[tuple[str, datetime]]: ...
+
     def check(self) -> None: ...
 
 
@@ -80,6 +82,13 @@ def content_disposition(filename: str, inline: bool) -> str:
 
 def servable_content_type(content_type: str | None) -> str:
     return content_type if content_type in SERVABLE_TYPES else "application/octet-stream"
+
+
+def document_headers(filename: str, content_type: str | None, inline: bool) -> tuple[str, str]:
+    """The Content-Type and Content-Disposition a stored document goes out with: a type from our
+    allow-list, and inline (shown in the browser) only for those; anything else is downloaded."""
+    served = servable_content_type(content_type)
+    return served, content_disposition(filename, inline and served in SERVABLE_TYPES)
 
 
 class LocalStorage:
@@ -147,6 +156,19 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
+
+    def list_keys(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """Every stored key under `prefix`, with when it was written; unfinished uploads (dot
+        files) are not keys and are left out."""
+        if not KEY_PATTERN.fullmatch(prefix):
+            raise InvalidKey(f"bad key prefix {prefix!r}")
+        try:
+            for path in sorted((self.root / prefix).rglob("*")):
+                key = path.relative_to(self.root).as_posix()
+                if path.is_file() and KEY_PATTERN.fullmatch(key):
+                    yield key, datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        except OSError as exc:
+            raise StorageError(f"could not list {prefix}: {exc}") from exc
 
     def check(self) -> None:
         if not os.access(self.root, os.W_OK):
@@ -216,14 +238,15 @@ class S3Storage:
         inline: bool = False,
         expires_in: int | None = None,
     ) -> str:
+        served_type, disposition = document_headers(filename, content_type, inline)
         return self._call(
             "generate_presigned_url",
             ClientMethod="get_object",
             Params={
                 "Bucket": self.bucket,
                 "Key": self._object_key(key),
-                "ResponseContentDisposition": content_disposition(filename, inline),
-                "ResponseContentType": servable_content_type(content_type),
+                "ResponseContentDisposition": disposition,
+                "ResponseContentType": served_type,
             },
             ExpiresIn=expires_in or self.url_ttl,
         )
@@ -243,6 +266,25 @@ class S3Storage:
         except BotoCoreError as exc:
             raise StorageError(f"S3 head_object failed: {exc}") from exc
         return True
+
+    def list_keys(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """Every stored key under `prefix`, with its last-modified time, a page at a time."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not KEY_PATTERN.fullmatch(prefix):
+            raise InvalidKey(f"bad key prefix {prefix!r}")
+        ours = f"{self.prefix}/" if self.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{ours}{prefix}/"
+        )
+        try:
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = item["Key"].removeprefix(ours)
+                    if KEY_PATTERN.fullmatch(key):
+                        yield key, item["LastModified"].astimezone(UTC)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"S3 list_objects_v2 failed: {exc}") from exc
 
     def check(self) -> None:
         self._call("head_bucket", Bucket=self.bucket)

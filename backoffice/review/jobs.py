@@ -1,5 +1,5 @@
-"""Periodic jobs of the review: the retention of applicants' documents, and the expiry of
-completion links nobody used."""
+"""Periodic jobs of the review: the retention of applicants' documents, the clean-up of files
+that no document row points to, and the expiry of completion links nobody used."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from backoffice.review.models import (
     RepresentativeApplication,
     RepresentativeCompletion,
 )
+from backoffice.review.service import DOCUMENTS_PREFIX
 from backoffice.review.states import transition
 from backoffice.storage import StorageError
 
@@ -105,6 +106,51 @@ def purge_expired_documents(*, now: datetime | None = None, batch: int = 1000) -
         purged_total += len(purged)
     db.session.flush()
     return purged_total
+
+
+def purge_orphan_documents(*, now: datetime | None = None, batch: int = 1000) -> int:
+    """Delete stored application files that no document row points to and that are older than
+    ORPHAN_DOCUMENT_MINUTES. An upload whose request then failed (storage went down for the next
+    file and for the immediate delete, or the database refused the row) leaves such a file; a
+    younger one may belong to a request still running, so it waits for a later run. One
+    `documents.orphans_deleted` event per run that found any; at most `batch` files per run.
+    Returns how many files were deleted."""
+    now = now or utcnow()
+    minutes = int(current_app.config["ORPHAN_DOCUMENT_MINUTES"])
+    cutoff = now - timedelta(minutes=minutes)
+    storage = current_app.extensions["storage"]
+    # One read of the (unindexed) keys, a few bytes per document, rather than a look-up per file.
+    referenced = set(
+        db.session.execute(
+            select(ApplicationDocument.storage_key).where(ApplicationDocument.storage_key.is_not(None))
+        ).scalars()
+    )
+    orphans: list[str] = []
+    for key, written_at in storage.list_keys(DOCUMENTS_PREFIX):
+        if written_at <= cutoff and key not in referenced:
+            orphans.append(key)
+            if len(orphans) == batch:
+                break
+    deleted: list[str] = []
+    failed: list[str] = []
+    for key in orphans:
+        try:
+            storage.delete(key)
+        except StorageError:
+            log.warning("orphan clean-up: could not delete %s; retrying next run", key, exc_info=True)
+            failed.append(key)
+            continue
+        deleted.append(key)
+    if deleted or failed:
+        audit.record(
+            "documents.orphans_deleted",
+            actor=Actor.system("orphan-clean-up"),
+            subject_type="document_storage",
+            subject_id=DOCUMENTS_PREFIX,
+            after={"deleted": deleted, "failed": failed, "older_than_minutes": minutes},
+        )
+    db.session.flush()
+    return len(deleted)
 
 
 def expire_stale_invitations(*, now: datetime | None = None, batch: int = 1000) -> int:

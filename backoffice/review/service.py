@@ -36,6 +36,7 @@ from backoffice.storage import StorageError
 
 REQUIRED_DOCUMENTS = tuple(DocumentKind)
 NAME_LIMITS = {"company_name": 255, "first_name": 128, "last_name": 128}
+DOCUMENTS_PREFIX = "applications"  # where applicants' files are stored
 
 
 class ApplicationError(Exception):
@@ -157,7 +158,7 @@ def _store_documents(
     stored: list[ApplicationDocument] = []
     try:
         for kind, upload in files.items():
-            key = storage.put(upload.data, prefix="applications", content_type=upload.content_type)
+            key = storage.put(upload.data, prefix=DOCUMENTS_PREFIX, content_type=upload.content_type)
             stored.append(
                 ApplicationDocument(
                     kind=DocumentKind(kind),

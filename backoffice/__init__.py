@@ -91,12 +91,16 @@ def _register_web(app: Flask) -> None:
     from backoffice.extensions import db
     from backoffice.files import files
     from backoffice.health import health
+    from backoffice.security import init_security
+    from backoffice.staff.forms import role_label
     from backoffice.staff.views import auth
     from customer_api import init_customer_api
 
     app.register_blueprint(auth)
+    app.add_template_global(role_label)
     app.register_blueprint(health)
     app.register_blueprint(files)
+    init_security(app)
     init_customer_api(app)
     if app.config["APP_ENV"] != "production":
         from backoffice.dev_portal import dev_portal

@@ -1,4 +1,7 @@
-"""Short-lived signed download URLs for the local document store (S3 presigns its own)."""
+"""Short-lived signed download URLs for the local document store (S3 presigns its own).
+
+A download is never a page: an allow-listed type or opaque bytes, nosniff, and a sandbox policy
+of its own, so a polyglot upload cannot run script even when shown inline."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from typing import Any
 from flask import Blueprint, abort, current_app, send_file
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from backoffice.storage import InvalidKey, StorageError, content_disposition, servable_content_type
+from backoffice.security import DOCUMENT_POLICY
+from backoffice.storage import InvalidKey, StorageError, document_headers
 
 files = Blueprint("files", __name__)
 
@@ -37,10 +41,12 @@ def download(token: str):
         stream = storage.open(claims["key"])
     except (InvalidKey, StorageError):
         abort(404)
-    response = send_file(stream, mimetype=servable_content_type(claims.get("content_type")), max_age=0)
-    response.headers["Content-Disposition"] = content_disposition(
-        claims.get("filename") or "document", bool(claims.get("inline"))
+    content_type, disposition = document_headers(
+        claims.get("filename") or "document", claims.get("content_type"), bool(claims.get("inline"))
     )
+    response = send_file(stream, mimetype=content_type, max_age=0)
+    response.headers["Content-Disposition"] = disposition
     response.headers["Cache-Control"] = "private, no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = DOCUMENT_POLICY
     return response

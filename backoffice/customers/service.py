@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from backoffice import audit
 from backoffice.audit import Actor
@@ -71,8 +71,10 @@ def _hours(setting: str) -> timedelta:
 
 
 def find_by_email(email: str) -> CustomerAccount | None:
+    """Stored emails are lower-cased (`normalise_email`), so comparing the column itself lets the
+    unique index answer; `lower(email)` would scan the whole table on every registration."""
     return db.session.execute(
-        select(CustomerAccount).where(func.lower(CustomerAccount.email) == email.lower())
+        select(CustomerAccount).where(CustomerAccount.email == email.lower())
     ).scalar_one_or_none()
 
 
@@ -297,7 +299,9 @@ def sign_out(session: CustomerSession, *, ip: str | None, now: datetime | None =
 
 
 def request_password_reset(email: str, *, ip: str | None, now: datetime | None = None) -> None:
-    """Emails a reset link when the account exists; otherwise does nothing, silently."""
+    """Emails a reset link when the account exists. A request for an unknown email is audited
+    too: the answer is the same, and so is the database write that costs the most, so the
+    response time does not tell whether the account exists."""
     now = now or utcnow()
     try:
         email = normalise_email(email)
@@ -305,6 +309,11 @@ def request_password_reset(email: str, *, ip: str | None, now: datetime | None =
         return
     account = find_by_email(email)
     if account is None:
+        audit.record(
+            "customer.password_reset_requested",
+            actor=Actor(kind="customer", label=email[:255], ip=ip),
+            subject_type="customer_account",
+        )
         return
     lifetime = _hours("RESET_TOKEN_HOURS")
     token = _issue_token(account, TokenPurpose.RESET_PASSWORD, lifetime, now)

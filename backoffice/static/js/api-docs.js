@@ -5,6 +5,9 @@ window.addEventListener("load", function () {
     url: container.getAttribute("data-spec-url"),
     dom_id: "#swagger-ui",
     presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-    layout: "BaseLayout"
+    layout: "BaseLayout",
+    // No badge from validator.swagger.io: it would send our spec's URL to a third party, and
+    // the page's Content-Security-Policy refuses images from other sites anyway.
+    validatorUrl: null
   });
 });

@@ -40,8 +40,8 @@ periodic: install
 	$(BIN)/flask jobs run-periodic --loop
 
 translations: install
-	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o translations/messages.pot .
-	$(BIN)/pybabel update -i translations/messages.pot -d translations --width 100
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --sort-output -o translations/messages.pot .
+	$(BIN)/pybabel update -i translations/messages.pot -d translations --width 100 --ignore-obsolete --no-fuzzy-matching
 	$(BIN)/pybabel compile -d translations
 
 bench: install

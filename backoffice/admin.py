@@ -10,6 +10,7 @@ from flask_admin import Admin, AdminIndexView, BaseView, expose
 from flask_admin.contrib.sqla import ModelView, filters
 from flask_admin.model import typefmt
 from flask_admin.theme import Bootstrap4Theme
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
@@ -109,35 +110,54 @@ def build_admin(app: Flask) -> Admin:
     admin = Admin(
         name="Ventanilla",
         theme=Bootstrap4Theme(base_template="staff_base.html", fluid=True),
-        index_view=HomeView(name="Home", url="/admin"),
+        index_view=HomeView(name=_l("Home"), url="/admin"),
     )
     admin.init_app(app)
-    admin.add_view(DashboardView(name="Dashboard", endpoint="dashboard", url="/admin/dashboard"))
-    admin.add_view(ReviewQueueView(name="Legal review", endpoint="review", url="/admin/review"))
-    admin.add_view(CallConsoleView(name="My calls", endpoint="calls", url="/admin/calls", category="Calls"))
-    admin.add_view(CallSlaView(name="Call SLA", endpoint="call_sla", url="/admin/call-sla", category="Calls"))
+    admin.add_view(DashboardView(name=_l("Dashboard"), endpoint="dashboard", url="/admin/dashboard"))
+    admin.add_view(ReviewQueueView(name=_l("Legal review"), endpoint="review", url="/admin/review"))
     admin.add_view(
-        StaffingView(name="Agent shifts", endpoint="staffing", url="/admin/staffing", category="Calls")
+        CallConsoleView(name=_l("My calls"), endpoint="calls", url="/admin/calls", category=_l("Calls"))
+    )
+    admin.add_view(
+        CallSlaView(name=_l("Call SLA"), endpoint="call_sla", url="/admin/call-sla", category=_l("Calls"))
+    )
+    admin.add_view(
+        StaffingView(
+            name=_l("Agent shifts"), endpoint="staffing", url="/admin/staffing", category=_l("Calls")
+        )
     )
     admin.add_view(
         EcustomerRegistrationView(
-            db, name="e-Customer registrations", endpoint="ecustomer_registrations", url="/admin/ecustomer"
+            db,
+            name=_l("e-Customer registrations"),
+            endpoint="ecustomer_registrations",
+            url="/admin/ecustomer",
         )
     )
     admin.add_view(
         ImportView(
-            name="Policyholder imports", endpoint="imports", url="/admin/imports", category="Customers"
+            name=_l("Policyholder imports"),
+            endpoint="imports",
+            url="/admin/imports",
+            category=_l("Customers"),
         )
     )
-    admin.add_view(CaseQueueView(name="Association", endpoint="association", url="/admin/association"))
-    admin.add_view(StaffView(StaffUser, db, name="Staff", endpoint="staff", category="Administration"))
-    admin.add_view(AuditEventView(db, name="Audit log", endpoint="audit", category="Administration"))
-    admin.add_view(OutboxView(db, name="Outbox", endpoint="outbox", category="Administration"))
+    admin.add_view(CaseQueueView(name=_l("Association"), endpoint="association", url="/admin/association"))
+    admin.add_view(
+        StaffView(StaffUser, db, name=_l("Staff"), endpoint="staff", category=_l("Administration"))
+    )
+    admin.add_view(AuditEventView(db, name=_l("Audit log"), endpoint="audit", category=_l("Administration")))
+    admin.add_view(OutboxView(db, name=_l("Outbox"), endpoint="outbox", category=_l("Administration")))
     admin.add_view(
         OperationsView(
-            name="Operations", endpoint="operations", url="/admin/operations", category="Administration"
+            name=_l("Operations"),
+            endpoint="operations",
+            url="/admin/operations",
+            category=_l("Administration"),
         )
     )
     if app.config["APP_ENV"] != "production":
-        admin.add_view(DevMailboxView(name="Dev mailbox", endpoint="dev_mailbox", url="/admin/dev-mailbox"))
+        admin.add_view(
+            DevMailboxView(name=_l("Dev mailbox"), endpoint="dev_mailbox", url="/admin/dev-mailbox")
+        )
     return admin

@@ -1,4 +1,5 @@
-"""Languages: Spanish by default, English on request. The public API follows Accept-Language."""
+"""Languages: Spanish by default, English on request. The public API follows Accept-Language;
+the back office speaks each signed-in staff member's chosen language."""
 
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ babel = Babel()
 
 
 def request_language() -> str:
-    """The caller's preferred supported language (Accept-Language), Spanish when none matches."""
+    """The signed-in staff member's language in the back office; otherwise the caller's preferred
+    supported language (Accept-Language), Spanish when none matches."""
     if not has_request_context():
         return DEFAULT_LANGUAGE
+    if not request.path.startswith("/api/"):
+        from flask_login import current_user
+
+        chosen = getattr(current_user, "language", None)
+        if current_user.is_authenticated and chosen in LANGUAGES:
+            return chosen
     return request.accept_languages.best_match(LANGUAGES) or DEFAULT_LANGUAGE
 
 

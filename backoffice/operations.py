@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from rq import Queue, Worker
 from rq.job import Job
 from sqlalchemy import func, select
@@ -182,10 +184,10 @@ def failed_job(jobs: RqJobQueue, job_id: str) -> FailedJob:
 def _fetch_failed(jobs: RqJobQueue, job_id: str) -> Job:
     """Only jobs in the failed registry: these actions must never touch a queued or running job."""
     if job_id not in jobs.queue.failed_job_registry:
-        raise OperationError(f"Job {job_id} is not in the failed jobs list.")
+        raise OperationError(_("Job %(id)s is not in the failed jobs list.", id=job_id))
     job = Job.fetch_many([job_id], connection=jobs.connection)[0]
     if job is None:
-        raise OperationError(f"Job {job_id} no longer exists.")
+        raise OperationError(_("Job %(id)s no longer exists.", id=job_id))
     return job
 
 
@@ -228,7 +230,9 @@ def periodic_jobs() -> list[PeriodicJobRow]:
 
 
 def _every(seconds: int) -> str:
-    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return ngettext("%(num)d day", "%(num)d days", seconds // 86400)
+    for unit, size in (("h", 3600), ("min", 60)):
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"

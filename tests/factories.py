@@ -23,7 +23,10 @@ def make_staff(
     name: str | None = None,
     password: str = STAFF_PASSWORD,
     active: bool = True,
+    language: str = "en",
 ) -> StaffUser:
+    """A staff user. The product's default language is Spanish; tests read the back office in
+    English unless they ask for `language="es"`."""
     number = next(_sequence)
     user = staff_service.create_staff(
         email or f"staff{number}@ventanilla.example",
@@ -32,6 +35,7 @@ def make_staff(
         password,
         actor=TEST_ACTOR,
     )
+    user.language = language
     if not active:
         staff_service.deactivate(user, actor=TEST_ACTOR)
     db.session.commit()

@@ -1,3 +1,4 @@
+from flask_babel import force_locale
 from sqlalchemy import select
 
 from backoffice.audit.models import AuditEvent
@@ -5,6 +6,9 @@ from backoffice.extensions import db
 from backoffice.staff import service
 from backoffice.staff.models import Role, StaffSession
 from tests.factories import TEST_ACTOR, make_staff, sign_in
+
+# Nobody is signed in on the sign-in page, so it speaks the browser's language.
+ENGLISH = {"Accept-Language": "en"}
 
 
 def _actions() -> list[str]:
@@ -16,6 +20,14 @@ def test_login_page_renders_a_form(client):
 
     assert response.status_code == 200
     assert 'name="csrf_token"' in response.get_data(as_text=True)
+
+
+def test_sign_in_page_follows_the_browsers_language_and_defaults_to_spanish(client):
+    english = client.get("/login", headers=ENGLISH).get_data(as_text=True)
+    default = client.get("/login").get_data(as_text=True)
+
+    assert '<html lang="en">' in english
+    assert '<html lang="es">' in default
 
 
 def test_valid_credentials_sign_in_and_open_the_back_office(app, client):
@@ -42,8 +54,8 @@ def test_email_is_matched_case_insensitively(app, client):
 def test_wrong_password_and_unknown_user_get_the_same_generic_message(app, client):
     user = make_staff(Role.ADMIN)
 
-    wrong_password = sign_in(client, user.email, "Not-the-password-1!")
-    unknown_user = sign_in(client, "nobody@ventanilla.example")
+    wrong_password = sign_in(client, user.email, "Not-the-password-1!", headers=ENGLISH)
+    unknown_user = sign_in(client, "nobody@ventanilla.example", headers=ENGLISH)
 
     assert wrong_password.status_code == unknown_user.status_code == 200
     assert service_message() in wrong_password.get_data(as_text=True)
@@ -54,13 +66,14 @@ def test_wrong_password_and_unknown_user_get_the_same_generic_message(app, clien
 def service_message() -> str:
     from backoffice.staff.views import BAD_CREDENTIALS
 
-    return BAD_CREDENTIALS
+    with force_locale("en"):
+        return str(BAD_CREDENTIALS)
 
 
 def test_deactivated_user_cannot_sign_in(app, client):
     user = make_staff(Role.ADMIN, active=False)
 
-    response = sign_in(client, user.email)
+    response = sign_in(client, user.email, headers=ENGLISH)
 
     assert response.status_code == 200
     assert service_message() in response.get_data(as_text=True)
@@ -90,7 +103,7 @@ def test_repeated_failures_for_one_account_are_throttled(make_app):
         for _ in range(3):
             assert sign_in(client, user.email, "Wrong-password-123!").status_code == 200
 
-        blocked = sign_in(client, user.email)
+        blocked = sign_in(client, user.email, headers=ENGLISH)
 
     assert blocked.status_code == 429
     assert "Retry-After" in blocked.headers

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from flask_babel import force_locale
 from sqlalchemy import func, select
 
 from backoffice.audit.models import AuditEvent
@@ -54,7 +55,8 @@ def events(subject_type: str) -> list[AuditEvent]:
 
 
 def refused(code: str, call) -> StaffingError:
-    with pytest.raises(StaffingError) as caught:
+    """The refusal, with its message in English (outside a request the service speaks Spanish)."""
+    with pytest.raises(StaffingError) as caught, force_locale("en"):
         call()
     db.session.rollback()
     assert caught.value.code == code, caught.value.message

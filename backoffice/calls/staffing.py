@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from flask_babel import get_locale
+from flask_babel import gettext as _
 from sqlalchemy import or_, select
 
 from backoffice import audit
@@ -31,6 +33,7 @@ from backoffice.calls.calendar import BusinessCalendar
 from backoffice.calls.models import AgentAbsence, AgentShift
 from backoffice.db import utcnow
 from backoffice.extensions import db
+from backoffice.i18n import DEFAULT_LANGUAGE
 from backoffice.review.service import calendar, window_text
 from backoffice.staff.models import Role, StaffUser
 
@@ -134,13 +137,19 @@ def _week(shifts: Iterable[AgentShift], business: BusinessCalendar) -> dict[int,
     return dict(sorted(week.items()))
 
 
+def window_for_reader(business: BusinessCalendar) -> str:
+    """The call window in words, in the language the current page or message is written in."""
+    locale = get_locale()
+    return window_text(business, locale.language if locale else DEFAULT_LANGUAGE)
+
+
 def shift_problem(shift: AgentShift, business: BusinessCalendar | None = None) -> str | None:
     """Why a stored shift no longer fits the window (the window's settings changed), else None."""
     business = business or calendar()
     if shift.weekday not in business.open_weekdays or not (
         business.opens <= shift.starts < shift.ends <= business.closes
     ):
-        return f"Outside the call window ({window_text(business, 'en')})."
+        return _("Outside the call window (%(window)s).", window=window_for_reader(business))
     return None
 
 
@@ -209,24 +218,29 @@ def _check_shift(
     *,
     ignore: AgentShift | None = None,
 ) -> None:
-    window = window_text(business, "en")
+    window = window_for_reader(business)
     if isinstance(weekday, bool) or not isinstance(weekday, int) or weekday not in business.open_weekdays:
         raise StaffingError(
             "closed_weekday",
-            f"The call window is not open on that day. Shifts can be given {window}.",
+            _("The call window is not open on that day. Shifts can be given %(window)s.", window=window),
             field="weekday",
         )
     for name, moment in (("starts", starts), ("ends", ends)):
         if not isinstance(moment, time) or moment.tzinfo is not None:
-            raise StaffingError("invalid_time", "Give the time as a local HH:MM.", field=name)
+            raise StaffingError("invalid_time", _("Give the time as a local HH:MM."), field=name)
         if moment.second or moment.microsecond:
-            raise StaffingError("invalid_time", "Shift times are whole minutes (HH:MM).", field=name)
+            raise StaffingError("invalid_time", _("Shift times are whole minutes (HH:MM)."), field=name)
     if ends <= starts:
-        raise StaffingError("shift_order", "A shift must end after it starts.", field="ends")
+        raise StaffingError("shift_order", _("A shift must end after it starts."), field="ends")
     if starts < business.opens or ends > business.closes:
         raise StaffingError(
             "outside_window",
-            f"{starts:%H:%M}-{ends:%H:%M} is outside the call window: shifts must lie within {window}.",
+            _(
+                "%(starts)s-%(ends)s is outside the call window: shifts must lie within %(window)s.",
+                starts=f"{starts:%H:%M}",
+                ends=f"{ends:%H:%M}",
+                window=window,
+            ),
             field="starts" if starts < business.opens else "ends",
         )
     query = select(AgentShift).where(
@@ -241,8 +255,13 @@ def _check_shift(
     if clash is not None:
         raise StaffingError(
             "overlap",
-            f"{agent.name} already has a shift {clash.starts:%H:%M}-{clash.ends:%H:%M} that day; "
-            "shifts of one agent may not overlap.",
+            _(
+                "%(agent)s already has a shift %(starts)s-%(ends)s that day; "
+                "shifts of one agent may not overlap.",
+                agent=agent.name,
+                starts=f"{clash.starts:%H:%M}",
+                ends=f"{clash.ends:%H:%M}",
+            ),
             field="starts",
         )
 
@@ -270,11 +289,15 @@ def local_instant(day: date, at: time, *, business: BusinessCalendar | None = No
     try:
         instant = local.astimezone(UTC)
     except OverflowError:
-        raise StaffingError("invalid_time", "That date is out of range.", field=field) from None
+        raise StaffingError("invalid_time", _("That date is out of range."), field=field) from None
     if instant.astimezone(business.tz).replace(tzinfo=None) != local.replace(tzinfo=None):
         raise StaffingError(
             "no_such_local_time",
-            f"{local:%Y-%m-%d %H:%M} does not exist in {business.tz.key}: the clocks skip it.",
+            _(
+                "%(moment)s does not exist in %(zone)s: the clocks skip it.",
+                moment=f"{local:%Y-%m-%d %H:%M}",
+                zone=business.tz.key,
+            ),
             field=field,
         )
     return instant
@@ -296,20 +319,22 @@ def add_absence(
     _require_agent(agent)
     for name, moment in (("starts_at", starts_at), ("ends_at", ends_at)):
         if not isinstance(moment, datetime) or moment.utcoffset() is None:
-            raise StaffingError("naive_time", "Give the time with its time zone.", field=name)
+            raise StaffingError("naive_time", _("Give the time with its time zone."), field=name)
     starts_at, ends_at = starts_at.astimezone(UTC), ends_at.astimezone(UTC)
     if ends_at <= starts_at:
-        raise StaffingError("absence_order", "An absence must end after it starts.", field="ends_at")
+        raise StaffingError("absence_order", _("An absence must end after it starts."), field="ends_at")
     if ends_at <= now:
-        raise StaffingError("absence_over", "That absence is already over.", field="ends_at")
+        raise StaffingError("absence_over", _("That absence is already over."), field="ends_at")
     reason = " ".join((reason or "").split())
     if not reason:
         raise StaffingError(
-            "reason_required", "Say why the agent is away, e.g. “Annual leave”.", field="reason"
+            "reason_required", _("Say why the agent is away, e.g. “Annual leave”."), field="reason"
         )
     if len(reason) > REASON_MAX_LENGTH:
         raise StaffingError(
-            "reason_too_long", f"Keep the reason under {REASON_MAX_LENGTH} characters.", field="reason"
+            "reason_too_long",
+            _("Keep the reason under %(count)d characters.", count=REASON_MAX_LENGTH),
+            field="reason",
         )
     absence = AgentAbsence(
         agent_id=agent.id, starts_at=starts_at, ends_at=ends_at, reason=reason, created_at=now
@@ -364,7 +389,10 @@ def _require_agent(agent: StaffUser) -> None:
     if not _is_agent(agent):
         raise StaffingError(
             "not_an_agent",
-            f"{agent.name} is not an active call agent: only they get shifts and absences.",
+            _(
+                "%(agent)s is not an active call agent: only they get shifts and absences.",
+                agent=agent.name,
+            ),
             field="agent_id",
         )
 

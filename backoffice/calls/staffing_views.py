@@ -13,6 +13,8 @@ from datetime import date, datetime, time, timedelta
 
 from flask import abort, flash, redirect, request, url_for
 from flask_admin import expose
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import DateTimeLocalField, SelectField, StringField
 from wtforms.validators import InputRequired, Length
@@ -22,51 +24,50 @@ from backoffice.calls import staffing
 from backoffice.calls.calendar import BusinessCalendar
 from backoffice.calls.models import AgentAbsence, AgentShift
 from backoffice.extensions import db
-from backoffice.review.service import calendar, window_text
+from backoffice.review.service import calendar
 from backoffice.staff.models import Role, StaffUser
 from backoffice.web import staff_actor
 
-WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+WEEKDAY_NAMES = (
+    _l("Monday"),
+    _l("Tuesday"),
+    _l("Wednesday"),
+    _l("Thursday"),
+    _l("Friday"),
+    _l("Saturday"),
+    _l("Sunday"),
+)
 TIME_STEP = timedelta(minutes=30)
 LOCAL_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
-REQUIRED = "Required."
+REQUIRED = _l("Required.")
 
 
-class StaffForm(FlaskForm):
-    """The back office is in English: WTForms' own messages too ("Not a valid choice."), whatever
-    language the browser asks for (the customer-facing locale would otherwise translate them)."""
-
-    class Meta:
-        def get_translations(self, form):
-            return None
-
-
-class ShiftEditForm(StaffForm):
-    weekday = SelectField("Day", coerce=int, validators=[InputRequired(REQUIRED)])
-    starts = SelectField("From", validators=[InputRequired(REQUIRED)])
-    ends = SelectField("To", validators=[InputRequired(REQUIRED)])
+class ShiftEditForm(FlaskForm):
+    weekday = SelectField(_l("Day"), coerce=int, validators=[InputRequired(REQUIRED)])
+    starts = SelectField(_l("From"), validators=[InputRequired(REQUIRED)])
+    ends = SelectField(_l("To"), validators=[InputRequired(REQUIRED)])
 
 
 class ShiftForm(ShiftEditForm):
-    agent_id = SelectField("Agent", coerce=int, validators=[InputRequired(REQUIRED)])
+    agent_id = SelectField(_l("Agent"), coerce=int, validators=[InputRequired(REQUIRED)])
 
 
-class AbsenceForm(StaffForm):
-    agent_id = SelectField("Agent", coerce=int, validators=[InputRequired(REQUIRED)])
+class AbsenceForm(FlaskForm):
+    agent_id = SelectField(_l("Agent"), coerce=int, validators=[InputRequired(REQUIRED)])
     starts_at = DateTimeLocalField(
-        "From", format=LOCAL_FORMATS, validators=[InputRequired(REQUIRED)], description="local time"
+        _l("From"), format=LOCAL_FORMATS, validators=[InputRequired(REQUIRED)], description=_l("local time")
     )
     ends_at = DateTimeLocalField(
-        "Until", format=LOCAL_FORMATS, validators=[InputRequired(REQUIRED)], description="local time"
+        _l("Until"), format=LOCAL_FORMATS, validators=[InputRequired(REQUIRED)], description=_l("local time")
     )
     reason = StringField(
-        "Reason",
+        _l("Reason"),
         validators=[InputRequired(REQUIRED), Length(max=staffing.REASON_MAX_LENGTH)],
-        description="e.g. Annual leave",
+        description=_l("e.g. Annual leave"),
     )
 
 
-class ConfirmForm(StaffForm):
+class ConfirmForm(FlaskForm):
     """A delete confirmation: only the CSRF token."""
 
 
@@ -148,7 +149,7 @@ class StaffingView(RoleBaseView):
                 weekdays=weekdays,
                 weekday_names=WEEKDAY_NAMES,
                 open_weekdays=business.open_weekdays,
-                window=window_text(business, "en"),
+                window=staffing.window_for_reader(business),
                 zone=business.tz.key,
                 shift_form=shift_form,
                 absence_form=absence_form,
@@ -183,7 +184,7 @@ class StaffingView(RoleBaseView):
             db.session.rollback()
             _refuse(form, exc)
             return self._index(shift_form=form)
-        flash(f"Shift added: {summary}.", "success")
+        flash(_("Shift added: %(shift)s.", shift=summary), "success")
         return redirect(url_for(".index"))
 
     @expose("/shifts/<int:shift_id>/edit", methods=("GET", "POST"))
@@ -213,14 +214,14 @@ class StaffingView(RoleBaseView):
                 _refuse(form, exc)
                 shift = self._shift(shift_id)
             else:
-                flash(f"Shift changed: {summary}.", "success")
+                flash(_("Shift changed: %(shift)s.", shift=summary), "success")
                 return redirect(url_for(".index"))
         return self.render(
             "admin/staffing/edit_shift.html",
             shift=shift,
             summary=_shift_text(shift, shift.agent),
             form=form,
-            window=window_text(business, "en"),
+            window=staffing.window_for_reader(business),
             problem=staffing.shift_problem(shift, business),
         )
 
@@ -232,7 +233,7 @@ class StaffingView(RoleBaseView):
         if form.validate_on_submit():
             staffing.delete_shift(shift, actor=staff_actor())
             db.session.commit()
-            flash(f"Shift deleted: {summary}.", "success")
+            flash(_("Shift deleted: %(shift)s.", shift=summary), "success")
             return redirect(url_for(".index"))
         return self.render(
             "admin/staffing/confirm_delete.html",
@@ -266,7 +267,7 @@ class StaffingView(RoleBaseView):
             db.session.rollback()
             _refuse(form, exc)
             return self._index(absence_form=form)
-        flash(f"Absence added: {summary}.", "success")
+        flash(_("Absence added: %(absence)s.", absence=summary), "success")
         return redirect(url_for(".index"))
 
     @expose("/absences/<int:absence_id>/delete", methods=("GET", "POST"))
@@ -279,7 +280,7 @@ class StaffingView(RoleBaseView):
         if form.validate_on_submit():
             staffing.delete_absence(absence, actor=staff_actor())
             db.session.commit()
-            flash(f"Absence deleted: {summary}.", "success")
+            flash(_("Absence deleted: %(absence)s.", absence=summary), "success")
             return redirect(url_for(".index"))
         return self.render(
             "admin/staffing/confirm_delete.html",
@@ -306,7 +307,10 @@ def _shift_text(shift: AgentShift, agent: StaffUser) -> str:
 
 
 def _absence_text(absence: AgentAbsence, agent: StaffUser, business: BusinessCalendar) -> str:
-    return (
-        f"{agent.name}, {_local(absence.starts_at, business)} to {_local(absence.ends_at, business)}"
-        f" ({absence.reason})"
+    return _(
+        "%(agent)s, %(starts)s to %(ends)s (%(reason)s)",
+        agent=agent.name,
+        starts=_local(absence.starts_at, business),
+        ends=_local(absence.ends_at, business),
+        reason=absence.reason,
     )

@@ -28,6 +28,8 @@ from datetime import timedelta
 from typing import IO, Any
 
 from flask import current_app
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select, update
 
 from backoffice import audit
@@ -56,9 +58,14 @@ REPORT_COLUMNS = ("line", "code", "message")
 READ_BUFFER = 64 * 1024
 # First bytes of files people upload instead of CSV: a workbook is not a CSV with another name.
 _NOT_CSV = {
-    b"PK\x03\x04": "an Excel workbook (.xlsx) or another zip file",
-    b"\xd0\xcf\x11\xe0": "an old Excel workbook (.xls)",
-    b"%PDF": "a PDF",
+    b"PK\x03\x04": _l(
+        "That file is an Excel workbook (.xlsx) or another zip file, not CSV. "
+        "Save it as “CSV UTF-8” and upload that."
+    ),
+    b"\xd0\xcf\x11\xe0": _l(
+        "That file is an old Excel workbook (.xls), not CSV. Save it as “CSV UTF-8” and upload that."
+    ),
+    b"%PDF": _l("That file is a PDF, not CSV. Save it as “CSV UTF-8” and upload that."),
 }
 
 
@@ -119,11 +126,11 @@ def start_import(
     queues the job) or rolls back; a refused upload's stored file is deleted here."""
     name = display_name(filename)
     if not name.lower().endswith(".csv"):
-        raise ImportRefused("Choose a .csv file (CSV, UTF-8, with the header row).")
+        raise ImportRefused(_("Choose a .csv file (CSV, UTF-8, with the header row)."))
     head = _peek(stream, 4)
-    for magic, what in _NOT_CSV.items():
+    for magic, message in _NOT_CSV.items():
         if head.startswith(magic):
-            raise ImportRefused(f"That file is {what}, not CSV. Save it as “CSV UTF-8” and upload that.")
+            raise ImportRefused(str(message))
     _fail_abandoned(actor)
     _refuse_if_busy()
 
@@ -166,9 +173,10 @@ def start_import(
 
 def too_large_message(max_size: int) -> str:
     limit = f"{max_size / (1024 * 1024):.0f} MB" if max_size >= 1024 * 1024 else f"{max_size / 1024:.0f} KB"
-    return (
-        f"The file is larger than the {limit} an upload may have. "
-        "Split it, or import it on the server with “flask policyholders import”."
+    return _(
+        "The file is larger than the %(limit)s an upload may have. "
+        "Split it, or import it on the server with “flask policyholders import”.",
+        limit=limit,
     )
 
 
@@ -189,11 +197,21 @@ def _refuse_if_busy(but: int | None = None) -> None:
     if but is not None:
         query = query.where(ImportRun.id != but)
     busy = db.session.execute(query.order_by(ImportRun.id).limit(1)).scalar_one_or_none()
-    if busy is not None:
-        raise ImportBusy(
-            f"Import #{busy.id} ({busy.filename}) is still {busy.status.value}. "
-            "Wait until it finishes, then upload the next file."
+    if busy is None:
+        return
+    if busy.status is ImportStatus.QUEUED:
+        message = _(
+            "Import #%(id)s (%(filename)s) is still queued. Wait until it finishes, then upload the next file.",
+            id=busy.id,
+            filename=busy.filename,
         )
+    else:
+        message = _(
+            "Import #%(id)s (%(filename)s) is still running. Wait until it finishes, then upload the next file.",
+            id=busy.id,
+            filename=busy.filename,
+        )
+    raise ImportBusy(message)
 
 
 def _fail_abandoned(actor: Actor) -> None:

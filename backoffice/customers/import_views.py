@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 from flask import abort, current_app, flash, jsonify, redirect, request, send_file, url_for
 from flask_admin import expose
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
@@ -25,15 +27,21 @@ from backoffice.storage import StorageError, content_disposition
 from backoffice.web import staff_actor
 
 STATUS_STYLES = {"queued": "secondary", "running": "info", "done": "success", "failed": "danger"}
+STATUS_LABELS = {
+    "queued": _l("queued"),
+    "running": _l("running"),
+    "done": _l("done"),
+    "failed": _l("failed"),
+}
 COUNT_LABELS = {
-    "rows_read": "Rows read",
-    "holders_created": "Policyholders created",
-    "holders_updated": "Policyholders updated",
-    "holders_unchanged": "Policyholders unchanged",
-    "policies_created": "Policies created",
-    "policies_updated": "Policies updated",
-    "policies_unchanged": "Policies unchanged",
-    "rejected": "Rows rejected",
+    "rows_read": _l("Rows read"),
+    "holders_created": _l("Policyholders created"),
+    "holders_updated": _l("Policyholders updated"),
+    "holders_unchanged": _l("Policyholders unchanged"),
+    "policies_created": _l("Policies created"),
+    "policies_updated": _l("Policies updated"),
+    "policies_unchanged": _l("Policies unchanged"),
+    "rejected": _l("Rows rejected"),
 }
 
 
@@ -41,7 +49,7 @@ DEFAULT_LIMIT = 35 * 1024 * 1024
 
 
 class ImportUploadForm(FlaskForm):
-    file = FileField("CSV file", validators=[FileRequired("Choose the CSV file to import.")])
+    file = FileField(_l("CSV file"), validators=[FileRequired(_l("Choose the CSV file to import."))])
 
 
 def upload_limit() -> int:
@@ -96,6 +104,7 @@ class ImportView(RoleBaseView):
             active=import_runs.active_run(),
             limit=_size(upload_limit()),
             styles=STATUS_STYLES,
+            status_labels=STATUS_LABELS,
             progress_of=import_runs.progress_of,
             local=local,
         )
@@ -138,8 +147,8 @@ class ImportView(RoleBaseView):
             return self._index(form, str(exc), 409 if isinstance(exc, import_runs.ImportBusy) else 400)
         except StorageError:
             db.session.rollback()
-            return self._index(form, "The file could not be stored just now; try again in a minute.", 503)
-        flash(f"Import #{run.id} of {run.filename} has started.", "success")
+            return self._index(form, _("The file could not be stored just now; try again in a minute."), 503)
+        flash(_("Import #%(id)s of %(filename)s has started.", id=run.id, filename=run.filename), "success")
         return redirect(url_for(".run", run_id=run.id))
 
     @expose("/<int:run_id>/")
@@ -151,6 +160,7 @@ class ImportView(RoleBaseView):
             progress=import_runs.progress_of(run),
             started_by=db.session.get(StaffUser, run.started_by_id),
             styles=STATUS_STYLES,
+            status_labels=STATUS_LABELS,
             count_labels=COUNT_LABELS,
             local=local,
         )

@@ -29,6 +29,8 @@ class StaffUser(db.Model):
     role: Mapped[Role] = mapped_column(value_enum(Role))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(default=True)
+    # The back office's language for this person ("es" or "en"); Spanish unless they choose.
+    language: Mapped[str] = mapped_column(String(8), default="es", server_default="es")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_sign_in_at: Mapped[datetime | None]
 

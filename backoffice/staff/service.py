@@ -8,12 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel.speaklater import LazyString
 from sqlalchemy import func, select, update
 
 from backoffice import audit, identity
 from backoffice.audit import Actor
 from backoffice.db import utcnow
 from backoffice.extensions import db
+from backoffice.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from backoffice.passwords import (
     hash_password,
     needs_rehash,
@@ -38,7 +42,7 @@ def normalise_email(email: str) -> str:
     try:
         return identity.normalise_email(email)
     except identity.IdentityError as exc:
-        raise StaffError("Not a valid email address.", {"email": [exc.code]}) from exc
+        raise StaffError(_("Not a valid email address."), {"email": [exc.code]}) from exc
 
 
 def find_by_email(email: str) -> StaffUser | None:
@@ -48,7 +52,13 @@ def find_by_email(email: str) -> StaffUser | None:
 
 
 def _snapshot(user: StaffUser) -> dict[str, object]:
-    return {"email": user.email, "name": user.name, "role": str(user.role), "active": user.active}
+    return {
+        "email": user.email,
+        "name": user.name,
+        "role": str(user.role),
+        "active": user.active,
+        "language": user.language,
+    }
 
 
 def _audited_change(user: StaffUser, action: str, actor: Actor, change: Callable[[], None]) -> StaffUser:
@@ -84,8 +94,10 @@ def create_staff(email: str, name: str, role: Role | str, password: str, *, acto
     if find_by_email(email):
         errors["email"] = ["taken"]
     if errors:
-        raise StaffError("The staff user could not be created.", errors)
-    user = StaffUser(email=email, name=name, role=role, password_hash=hash_password(password))
+        raise StaffError(_("The staff user could not be created."), errors)
+    user = StaffUser(
+        email=email, name=name, role=role, password_hash=hash_password(password), language=DEFAULT_LANGUAGE
+    )
     db.session.add(user)
     db.session.flush()
     audit.record(
@@ -101,20 +113,31 @@ def update_staff(user: StaffUser, *, name: str, actor: Actor) -> StaffUser:
     return _audited_change(user, "staff.updated", actor, rename)
 
 
-def _refuse_self_lockout(user: StaffUser, actor: Actor, what: str) -> None:
+def set_language(user: StaffUser, language: str, *, actor: Actor) -> StaffUser:
+    """The language the back office speaks to this person (each chooses their own)."""
+    if language not in LANGUAGES:
+        raise StaffError(_("Choose Spanish or English."), {"language": ["invalid"]})
+
+    def choose() -> None:
+        user.language = language
+
+    return _audited_change(user, "staff.updated", actor, choose)
+
+
+def _refuse_self_lockout(user: StaffUser, actor: Actor, message: LazyString) -> None:
     """An admin who demotes or deactivates themselves can lock everyone out of staff management."""
     if actor.kind == "staff" and actor.id == str(user.id):
-        raise StaffError(f"You cannot {what} yourself; ask another admin.", {"role": ["self_lockout"]})
+        raise StaffError(str(message), {"role": ["self_lockout"]})
 
 
 def set_role(user: StaffUser, role: Role | str, *, actor: Actor) -> StaffUser:
     try:
         role = Role(role)
     except ValueError as exc:
-        raise StaffError(f"Unknown role {role!r}.", {"role": ["invalid"]}) from exc
+        raise StaffError(_("Unknown role “%(role)s”.", role=role), {"role": ["invalid"]}) from exc
     if user.role == role:
         return user
-    _refuse_self_lockout(user, actor, "change the role of")
+    _refuse_self_lockout(user, actor, _l("You cannot change the role of yourself; ask another admin."))
     return _audited_change(user, "staff.role_changed", actor, lambda: setattr(user, "role", role))
 
 
@@ -122,7 +145,7 @@ def deactivate(user: StaffUser, *, actor: Actor) -> StaffUser:
     """Deactivation also ends every live session of the user at once."""
     if not user.active:
         return user
-    _refuse_self_lockout(user, actor, "deactivate")
+    _refuse_self_lockout(user, actor, _l("You cannot deactivate yourself; ask another admin."))
 
     def switch_off() -> None:
         user.active = False
@@ -138,7 +161,7 @@ def reactivate(user: StaffUser, *, actor: Actor) -> StaffUser:
 def set_password(user: StaffUser, password: str, *, actor: Actor) -> StaffUser:
     problems = password_problems(password, email=user.email)
     if problems:
-        raise StaffError("The password does not meet the policy.", {"password": problems})
+        raise StaffError(_("The password does not meet the policy."), {"password": problems})
     user.password_hash = hash_password(password)
     _revoke_sessions(user.id)
     db.session.flush()

@@ -25,9 +25,10 @@
     show("percent", progress.percent);
     show("rows_read", progress.rows_read);
     show("bytes_read", progress.bytes_read);
-    show("status", progress.status);
     var badge = box.querySelector('[data-field="status"]');
     if (badge) {
+      // The page carries each status's name in the reader's language (data-label-<status>).
+      badge.textContent = badge.getAttribute("data-label-" + progress.status) || progress.status;
       badge.className = "badge badge-" + (styles[progress.status] || "secondary");
     }
   }

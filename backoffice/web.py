@@ -1,16 +1,23 @@
-"""Helpers the web layer shares: who is acting, where it is safe to send a browser back to, and
-the server's half of "confirm before anything irreversible"."""
+"""Helpers the web layer shares: who is acting, where it is safe to send a browser back to,
+times and days as the reader reads them, and the server's half of "confirm before anything
+irreversible"."""
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
-from flask import request
+from babel import Locale
+from babel.dates import format_date, format_datetime, get_day_names
+from flask import current_app, request
+from flask_babel import get_locale
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
 from backoffice.audit import Actor
+from backoffice.i18n import DEFAULT_LANGUAGE
 
 
 def client_ip() -> str | None:
@@ -29,6 +36,30 @@ def safe_next(target: str | None, default: str) -> str:
     if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
         return default
     return target
+
+
+def reader_locale() -> Locale:
+    """The language the page is written in (the staff member's, in the back office)."""
+    return get_locale() or Locale.parse(DEFAULT_LANGUAGE)
+
+
+def local(moment: datetime | None) -> str:
+    """A UTC instant as staff read it: in the business time zone, day and month in their language
+    ("Mon 03 Mar 2025 10:00", "lun 03 mar 2025 10:00")."""
+    if moment is None:
+        return ""
+    zone = ZoneInfo(current_app.config["BUSINESS_TZ"])
+    return format_datetime(moment, "EEE dd MMM yyyy HH:mm", tzinfo=zone, locale=reader_locale())
+
+
+def short_day(day: date) -> str:
+    """A business day as a column heading: "Mon 03", "lun 03"."""
+    return format_date(day, "EEE dd", locale=reader_locale())
+
+
+def weekday_name(weekday: int) -> str:
+    """Monday is 0, as in `date.weekday()`: "Mon", "lun"."""
+    return get_day_names("abbreviated", locale=reader_locale())[weekday]
 
 
 def confirmed() -> bool:

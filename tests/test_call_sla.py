@@ -99,6 +99,22 @@ def test_supervisors_are_alerted_once_per_task_at_risk(app):
     assert db.session.get(CallTask, task.id).at_risk_alerted_at == at_risk_time
 
 
+def test_each_supervisor_is_alerted_in_the_language_they_chose(app):
+    spanish = make_staff(Role.SUPERVISOR, language="es")
+    english = make_staff(Role.SUPERVISOR, language="en")
+    task = make_call_task(DEADLINE, created_at=FRIDAY_18H)
+
+    assert sla.alert_at_risk(now=DEADLINE - timedelta(hours=2)) == 1
+
+    mail = {message.recipient: message for message in db.session.execute(select(OutboxMessage)).scalars()}
+    assert mail[spanish.email].language == "es"
+    assert f"- Tarea {task.id}, " in mail[spanish.email].body_text
+    assert "plazo mar 24 nov 2026 18:00" in mail[spanish.email].body_text
+    assert mail[english.email].language == "en"
+    assert f"- Task {task.id}, " in mail[english.email].body_text
+    assert "at risk, deadline Tue 24 Nov 2026 18:00" in mail[english.email].body_text
+
+
 def test_a_task_the_plan_cannot_fit_is_reported_too(app):
     make_staff(Role.SUPERVISOR)
     task = make_call_task(DEADLINE + timedelta(days=3), created_at=FRIDAY_18H)

@@ -7,6 +7,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from flask_babel import force_locale
 from sqlalchemy import func, select
 
 from backoffice.audit import Actor
@@ -64,7 +65,7 @@ def test_a_call_outside_the_window_is_refused_with_a_message_naming_it(app, mome
     make_call_task(moment + timedelta(days=3))
     user = agent()
 
-    with pytest.raises(service.CallError) as refused:
+    with force_locale("en"), pytest.raises(service.CallError) as refused:
         service.start_next_call(user, actor=Actor.staff(user), now=moment)
 
     assert refused.value.code == "outside_window"
@@ -396,7 +397,8 @@ def test_a_callback_after_the_deadline_is_accepted_with_a_warning(app):
     make_call_task(MONDAY_9H + timedelta(hours=3))
     task = start(user, MONDAY_9H)
 
-    logged = log(task, user, "callback_requested", MONDAY_9H, callback_at=MONDAY_9H + timedelta(days=1))
+    with force_locale("en"):
+        logged = log(task, user, "callback_requested", MONDAY_9H, callback_at=MONDAY_9H + timedelta(days=1))
 
     assert "after the deadline" in logged.warning
 

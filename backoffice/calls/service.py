@@ -37,6 +37,8 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 from flask import current_app
+from flask_babel import force_locale, get_locale
+from flask_babel import gettext as _
 from sqlalchemy import and_, exists, func, or_, select, text, update
 from sqlalchemy.orm import aliased
 
@@ -54,6 +56,7 @@ from backoffice.calls.models import (
 )
 from backoffice.db import utcnow
 from backoffice.extensions import db
+from backoffice.i18n import DEFAULT_LANGUAGE
 from backoffice.jobs import enqueue_after_commit
 from backoffice.notifications.service import queue_email
 from backoffice.review.models import ApplicationStatus, RepresentativeApplication, ReviewNote
@@ -104,10 +107,13 @@ def slot_length() -> timedelta:
 
 
 def window_message(business: BusinessCalendar | None = None) -> str:
+    """The window in the reader's language (the agent's, on a page), with its day names."""
     business = business or calendar()
-    return (
-        f"Calls can only be made {window_text(business, 'en')} ({business.tz.key} time), "
-        "except on public holidays."
+    locale = get_locale()
+    return _(
+        "Calls can only be made %(window)s (%(zone)s time), except on public holidays.",
+        window=window_text(business, locale.language if locale else DEFAULT_LANGUAGE),
+        zone=business.tz.key,
     )
 
 
@@ -396,7 +402,7 @@ def release_for_absence(absence: AgentAbsence, *, actor: Actor, now: datetime | 
 
 def _require_agent(agent: StaffUser) -> None:
     if agent is None or not agent.active or agent.role != Role.CALL_AGENT:
-        raise CallError("not_an_agent", "Only an active call agent can make calls.")
+        raise CallError("not_an_agent", _("Only an active call agent can make calls."))
 
 
 def _in_call_of(agent_id: int, table: Any = CallTask) -> Any:
@@ -503,7 +509,7 @@ def _start_compare_and_set(agent: StaffUser, *, actor: Actor, now: datetime) -> 
                     select(CallTask).where(CallTask.id == task_id).execution_options(populate_existing=True)
                 ).scalar_one()
                 return _begin(task, agent, actor=actor, now=now, claimed=True)
-    raise CallError("busy", "Too many agents are starting calls at once; try again.")
+    raise CallError("busy", _("Too many agents are starting calls at once; try again."))
 
 
 def _begin(
@@ -535,7 +541,7 @@ def _begin(
 def _require_own_call(task: CallTask, agent: StaffUser) -> None:
     _require_agent(agent)
     if task.status != CallTaskStatus.IN_CALL or task.in_call_by_id != agent.id:
-        raise CallError("not_in_call", "This call is not in progress for you; start it from your agenda.")
+        raise CallError("not_in_call", _("This call is not in progress for you; start it from your agenda."))
 
 
 def log_outcome(
@@ -555,7 +561,7 @@ def log_outcome(
     try:
         outcome = CallOutcome(outcome)
     except ValueError:
-        raise CallError("invalid_outcome", "Choose an outcome for the call.") from None
+        raise CallError("invalid_outcome", _("Choose an outcome for the call.")) from None
     notes = (notes or "").strip()
     business = calendar()
     attempt = CallAttempt(
@@ -573,7 +579,7 @@ def log_outcome(
         warning = _check_callback(task, callback_at, business, now=now)
         attempt.callback_at = callback_at
     elif outcome == CallOutcome.DATA_MISMATCH and not notes:
-        raise CallError("note_required", "Say what did not match: legal will read your note.")
+        raise CallError("note_required", _("Say what did not match: legal will read your note."))
     db.session.add(attempt)
     task.status = CallTaskStatus.OPEN
     task.in_call_by_id = None
@@ -616,7 +622,7 @@ def _apply_checks(
     ]
     if missing:
         raise CallError(
-            "fields_unchecked", "Confirm or correct every field before validating.", fields=missing
+            "fields_unchecked", _("Confirm or correct every field before validating."), fields=missing
         )
     merged = {name: getattr(application, name) for name in VALIDATED_FIELDS}
     for name in VALIDATED_FIELDS:
@@ -624,7 +630,7 @@ def _apply_checks(
             merged[name] = checks[name].get("value") or ""
     values, errors = normalised_details(merged)
     if errors:
-        raise CallError("invalid_correction", "Some corrected values are not valid.", errors=errors)
+        raise CallError("invalid_correction", _("Some corrected values are not valid."), errors=errors)
     record: dict[str, Any] = {}
     before: dict[str, str] = {}
     after: dict[str, str] = {}
@@ -652,15 +658,15 @@ def _check_callback(
     task: CallTask, callback_at: datetime | None, business: BusinessCalendar, *, now: datetime
 ) -> str | None:
     if callback_at is None or callback_at.utcoffset() is None:
-        raise CallError("callback_required", "Choose when to call back.")
+        raise CallError("callback_required", _("Choose when to call back."))
     if callback_at <= now:
-        raise CallError("callback_in_past", "A callback must be in the future.")
+        raise CallError("callback_in_past", _("A callback must be in the future."))
     if not business.is_open(callback_at) or not business.is_open(
         callback_at + slot_length() - _ONE_MICROSECOND
     ):
         raise CallError("outside_window", window_message(business), at=callback_at.isoformat())
     if callback_at >= task.deadline:
-        return "This callback is after the deadline promised to the applicant."
+        return _("This callback is after the deadline promised to the applicant.")
     return None
 
 
@@ -806,7 +812,8 @@ def _data_mismatch(
 
 
 def alert_supervisors(template: str, context: Mapping[str, Any]) -> int:
-    """One email per active supervisor, through the outbox (English until staff pick a language)."""
+    """One email per active supervisor, through the outbox, in the language each reads the back
+    office in: lazy values in `context` (labels, times) are written in it too."""
     supervisors = db.session.execute(
         select(StaffUser)
         .where(StaffUser.active.is_(True), StaffUser.role == Role.SUPERVISOR)
@@ -814,6 +821,7 @@ def alert_supervisors(template: str, context: Mapping[str, Any]) -> int:
     ).scalars()
     count = 0
     for supervisor in supervisors:
-        queue_email(supervisor.email, template, context, language="en")
+        with force_locale(supervisor.language):
+            queue_email(supervisor.email, template, context, language=supervisor.language)
         count += 1
     return count

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
+from babel.dates import format_datetime
 from flask import current_app
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+from flask_babel.speaklater import LazyString
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
 from backoffice.calls.models import CallAttempt, CallTask, CallTaskStatus
@@ -30,6 +34,13 @@ from backoffice.review.service import calendar
 from backoffice.staff.models import Role, StaffUser
 
 SLA_STATES = ("on_track", "at_risk", "breached", "met")
+# The states as the supervisors' alert email words them.
+STATE_LABELS = {
+    "on_track": _l("on track"),
+    "at_risk": _l("at risk"),
+    "breached": _l("breached"),
+    "met": _l("met"),
+}
 
 
 def _at_risk_until(now: datetime) -> datetime:
@@ -157,6 +168,13 @@ def _as_utc(moment: Any) -> datetime:
     return moment
 
 
+def _when_read(moment: datetime, zone: tzinfo) -> LazyString:
+    """A time written out when the email is rendered, in its reader's language."""
+    return LazyString(
+        lambda: format_datetime(moment, "EEE dd MMM yyyy HH:mm", tzinfo=zone, locale=get_locale())
+    )
+
+
 def alert_at_risk(*, now: datetime | None = None) -> int:
     """Email supervisors once about each task newly at risk (or that the plan could not fit
     before its deadline); returns how many tasks were reported."""
@@ -191,8 +209,8 @@ def alert_at_risk(*, now: datetime | None = None) -> int:
         {
             "task_id": task.id,
             "company": task.application.company_name,
-            "state": sla_state(task, now=now),
-            "deadline": task.deadline.astimezone(business.tz).strftime("%a %d %b %Y %H:%M"),
+            "state": STATE_LABELS[sla_state(task, now=now)],
+            "deadline": _when_read(task.deadline, business.tz),
             "no_capacity": task.at_risk_capacity,
         }
         for task in tasks

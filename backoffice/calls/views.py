@@ -9,6 +9,7 @@ from itertools import groupby
 from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import expose
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, or_, select
@@ -27,28 +28,58 @@ from backoffice.review.models import (
 )
 from backoffice.review.service import calendar
 from backoffice.review.states import IllegalTransition
-from backoffice.review.views import local
 from backoffice.staff.models import Role, StaffUser
-from backoffice.web import confirmation_page, confirmed, staff_actor
+from backoffice.web import confirmation_page, confirmed, local, short_day, staff_actor, weekday_name
 
 FIELD_LABELS = {
-    "company_tax_id": "Company tax ID (CIF)",
-    "company_name": "Company name",
-    "first_name": "Representative's first name",
-    "last_name": "Representative's surname(s)",
-    "tax_id": "Representative's tax ID",
-    "email": "Email",
-    "phone": "Phone",
+    "company_tax_id": _l("Company tax ID (CIF)"),
+    "company_name": _l("Company name"),
+    "first_name": _l("Representative's first name"),
+    "last_name": _l("Representative's surname(s)"),
+    "tax_id": _l("Representative's tax ID"),
+    "email": _l("Email"),
+    "phone": _l("Phone"),
 }
+# What the agent chooses when logging a call, and (shorter) what the attempts table says.
 OUTCOME_LABELS = {
-    CallOutcome.VALIDATED: "Validated: every detail confirmed or corrected",
-    CallOutcome.NO_ANSWER: "No answer",
-    CallOutcome.CALLBACK_REQUESTED: "Call back later",
-    CallOutcome.DATA_MISMATCH: "Data mismatch: back to legal",
+    CallOutcome.VALIDATED: _l("Validated: every detail confirmed or corrected"),
+    CallOutcome.NO_ANSWER: _l("No answer"),
+    CallOutcome.CALLBACK_REQUESTED: _l("Call back later"),
+    CallOutcome.DATA_MISMATCH: _l("Data mismatch: back to legal"),
 }
-SLA_LABELS = {"on_track": "On track", "at_risk": "At risk", "breached": "Breached", "met": "Met"}
+ATTEMPT_LABELS = {
+    CallOutcome.VALIDATED: _l("Validated"),
+    CallOutcome.NO_ANSWER: _l("No answer"),
+    CallOutcome.CALLBACK_REQUESTED: _l("Callback requested"),
+    CallOutcome.DATA_MISMATCH: _l("Data mismatch"),
+}
+# Where a task not in a call stands, as the call screen says it.
+TASK_STATUS_SENTENCES = {
+    CallTaskStatus.OPEN: _l("This task is open."),
+    CallTaskStatus.DONE: _l("This task is done."),
+    CallTaskStatus.FAILED: _l("This task has failed."),
+    CallTaskStatus.CANCELLED: _l("This task was cancelled."),
+}
+LINK_STEP_LABELS = {
+    CompletionStatus.INVITED: _l("Link sent"),
+    CompletionStatus.PIN_SENT: _l("PIN sent"),
+    CompletionStatus.SIGNED: _l("Contract signed"),
+    CompletionStatus.ACTIVE: _l("Account active"),
+}
+# Why a detail on the call screen is refused (the service's stable codes).
+FIELD_PROBLEMS = {
+    "unchecked": _l("confirm or correct it"),
+    "required": _l("required"),
+    "too_long": _l("too long"),
+    "invalid": _l("not valid"),
+}
+SLA_LABELS = {
+    "on_track": _l("On track"),
+    "at_risk": _l("At risk"),
+    "breached": _l("Breached"),
+    "met": _l("Met"),
+}
 SLA_STYLES = {"on_track": "success", "at_risk": "warning", "breached": "danger", "met": "secondary"}
-WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def _task(task_id: int) -> CallTask:
@@ -80,7 +111,7 @@ def _questions(task: CallTask) -> dict[str, str]:
 
 def _preferred(task: CallTask) -> list[str]:
     return [
-        f"{WEEKDAYS[int(wish['weekday'])]} {wish['from']}–{wish['to']}"
+        f"{weekday_name(int(wish['weekday']))} {wish['from']}–{wish['to']}"
         for wish in task.application.preferred_call_times or ()
     ]
 
@@ -155,7 +186,9 @@ class CallConsoleView(RoleBaseView):
             flash(exc.message, "error")
             return redirect(url_for(".index"))
         if task is None:
-            flash("Nothing is due now: no call of yours has reached its time and the pool is empty.", "info")
+            flash(
+                _("Nothing is due now: no call of yours has reached its time and the pool is empty."), "info"
+            )
             return redirect(url_for(".index"))
         return redirect(url_for(".call", task_id=task.id))
 
@@ -180,7 +213,10 @@ class CallConsoleView(RoleBaseView):
             sla_labels=SLA_LABELS,
             sla_styles=SLA_STYLES,
             fields=FIELD_LABELS,
+            field_problems=FIELD_PROBLEMS,
             outcomes=OUTCOME_LABELS,
+            attempt_labels=ATTEMPT_LABELS,
+            task_status_sentences=TASK_STATUS_SENTENCES,
             questions=_questions(task),
             callback_days=days,
             preferred=_preferred(task),
@@ -232,7 +268,7 @@ class CallConsoleView(RoleBaseView):
             for field in details.get("fields", ()):
                 errors[field] = ["unchecked"]
             return self._render_call(task, errors=errors, status=422)
-        flash(f"Call logged: {OUTCOME_LABELS[logged.attempt.outcome]}.", "success")
+        flash(_("Call logged: %(outcome)s.", outcome=OUTCOME_LABELS[logged.attempt.outcome]), "success")
         if logged.warning:
             flash(logged.warning, "warning")
         if form.get("then") == "next":
@@ -283,7 +319,9 @@ class CallSlaView(RoleBaseView):
             today=now.astimezone(calendar().tz).date(),
             loads=loads,
             agents={u.id: u for u in db.session.execute(select(StaffUser)).scalars()},
+            link_steps=LINK_STEP_LABELS,
             local=local,
+            short_day=short_day,
             hours_left=lambda task: calendar().working_hours_between(now, task.deadline),
         )
 
@@ -299,10 +337,13 @@ class CallSlaView(RoleBaseView):
             db.session.commit()
         except completion.CompletionError as exc:
             db.session.rollback()
-            flash(f"Not sent: {exc}", "error")
+            flash(_("Not sent: %(error)s", error=exc), "error")
         else:
             flash(
-                f"A new completion link was emailed to {application.email}; the old one no longer works.",
+                _(
+                    "A new completion link was emailed to %(email)s; the old one no longer works.",
+                    email=application.email,
+                ),
                 "success",
             )
         return redirect(url_for(".index", _anchor="waiting"))

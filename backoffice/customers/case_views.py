@@ -4,37 +4,57 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import expose
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 
 from backoffice.admin import RoleBaseView
 from backoffice.customers import cases
-from backoffice.customers.models import AssociationCase, CaseStatus, Policyholder
+from backoffice.customers.models import (
+    AssociationCase,
+    AssociationStatus,
+    CaseStatus,
+    HolderKind,
+    Policyholder,
+)
 from backoffice.extensions import db
 from backoffice.staff.models import Role, StaffUser
-from backoffice.web import confirmation_page, confirmed, staff_actor
+from backoffice.web import confirmation_page, confirmed, local, staff_actor
 
 STATUS_LABELS = {
-    CaseStatus.OPEN: "Open",
-    CaseStatus.WAITING_CUSTOMER: "Waiting for customer",
-    CaseStatus.LINKED: "Linked",
-    CaseStatus.NO_MATCH: "No match",
+    CaseStatus.OPEN: _l("Open"),
+    CaseStatus.WAITING_CUSTOMER: _l("Waiting for customer"),
+    CaseStatus.LINKED: _l("Linked"),
+    CaseStatus.NO_MATCH: _l("No match"),
 }
-FIELD_LABELS = {"tax_id": "Tax ID", "email": "Email", "phone": "Phone", "name": "Name"}
+# Why a case was opened (the matching engine's and the flows' stable reasons); an unknown one
+# is shown as stored.
+REASON_LABELS = {
+    "no_match": _l("No candidate"),
+    "several_matches": _l("Several matches"),
+    "not_sure": _l("Not sure"),
+    "unlinked": _l("Unlinked by a supervisor"),
+    "representative_company_not_found": _l("Representative: company not found"),
+}
+ASSOCIATION_LABELS = {
+    AssociationStatus.NONE: _l("none"),
+    AssociationStatus.PENDING: _l("pending"),
+    AssociationStatus.LINKED: _l("linked"),
+}
+HOLDER_KIND_LABELS = {HolderKind.PERSON: _l("person"), HolderKind.COMPANY: _l("company")}
+FIELD_LABELS = {"tax_id": _l("Tax ID"), "email": _l("Email"), "phone": _l("Phone"), "name": _l("Name")}
 VERDICTS = {
-    "agrees": ("✓", "agrees", "success"),
-    "differs": ("✗", "differs", "danger"),
-    "missing": ("—", "missing", "secondary"),
+    "agrees": ("✓", _l("agrees"), "success"),
+    "differs": ("✗", _l("differs"), "danger"),
+    "missing": ("—", _l("missing"), "secondary"),
 }
-QUEUE_EMPTY = "The queue is empty: no open case is waiting."
 
 
 def _questions() -> dict[str, str]:
@@ -61,13 +81,6 @@ def _date(value: str | None) -> date | None:
         return date.fromisoformat(value) if value else None
     except ValueError:
         return None
-
-
-def local(moment: datetime | None) -> str:
-    """A UTC instant as staff read it: in the business time zone."""
-    if moment is None:
-        return ""
-    return moment.astimezone(ZoneInfo(current_app.config["BUSINESS_TZ"])).strftime("%a %d %b %Y %H:%M")
 
 
 class CaseQueueView(RoleBaseView):
@@ -100,7 +113,7 @@ class CaseQueueView(RoleBaseView):
         case = cases.claim_next(current_user, actor=staff_actor())
         db.session.commit()
         if case is None:
-            flash(QUEUE_EMPTY, "info")
+            flash(_("The queue is empty: no open case is waiting."), "info")
             return redirect(url_for(".index"))
         return self._back(case)
 
@@ -161,6 +174,7 @@ class CaseQueueView(RoleBaseView):
             staff={u.id: u for u in db.session.execute(select(StaffUser)).scalars()},
             clerks=cases.clerks(),
             reasons=cases.reasons_in_use(),
+            reason_labels=REASON_LABELS,
             status_labels=STATUS_LABELS,
             is_clerk=self._is_clerk(),
             is_supervisor=self._is_supervisor(),
@@ -183,7 +197,7 @@ class CaseQueueView(RoleBaseView):
             if holder is not None and holder.id not in {c.policyholder_id for c in candidates}:
                 found = cases.explain_holder(case.account, holder)
             elif holder is None:
-                error = error or f"No policyholder has the tax ID {lookup}."
+                error = error or _("No policyholder has the tax ID %(tax_id)s.", tax_id=lookup)
         holder_id = cases.holder_of(case)
         linked_holder = (
             db.session.get(Policyholder, case.account.policyholder_id)
@@ -211,6 +225,9 @@ class CaseQueueView(RoleBaseView):
             typed=typed,
             error=error,
             status_labels=STATUS_LABELS,
+            reason_labels=REASON_LABELS,
+            association_labels=ASSOCIATION_LABELS,
+            holder_kind_labels=HOLDER_KIND_LABELS,
             field_labels=FIELD_LABELS,
             verdicts=VERDICTS,
             questions=_questions(),
@@ -229,7 +246,11 @@ class CaseQueueView(RoleBaseView):
         return self._act(
             case,
             lambda: cases.claim(case, current_user, actor=staff_actor()),
-            "Case claimed: it stays yours while you work on it (a claim idle for 30 minutes expires).",
+            _(
+                "Case claimed: it stays yours while you work on it (a claim idle for %(minutes)d "
+                "minutes expires).",
+                minutes=int(current_app.config["ASSOCIATION_CLAIM_IDLE_MINUTES"]),
+            ),
             role=Role.ASSOCIATION_CLERK,
         )
 
@@ -245,9 +266,9 @@ class CaseQueueView(RoleBaseView):
             db.session.commit()
         except cases.CaseError as exc:
             db.session.rollback()
-            flash(f"Not done: {exc}", "error")
+            flash(_("Not done: %(error)s", error=exc), "error")
             return self._back(case)
-        flash("Released back to the queue.", "info")
+        flash(_("Released back to the queue."), "info")
         return redirect(url_for(".index"))
 
     @expose("/<int:case_id>/reassign", methods=("POST",))
@@ -257,11 +278,13 @@ class CaseQueueView(RoleBaseView):
         target_id = request.form.get("clerk_id", "")
         target = db.session.get(StaffUser, int(target_id)) if target_id.isdigit() else None
         if target_id and target is None:
-            return self._case_page(case, error="That clerk does not exist."), 400
+            return self._case_page(case, error=_("That clerk does not exist.")), 400
         return self._act(
             case,
             lambda: cases.reassign(case, target, actor=staff_actor()),
-            f"Case reassigned to {target.name if target else 'nobody'}.",
+            _("Case reassigned to %(name)s.", name=target.name)
+            if target
+            else _("Case unassigned: back in the queue."),
             role=Role.SUPERVISOR,
         )
 
@@ -272,11 +295,15 @@ class CaseQueueView(RoleBaseView):
         chosen = request.form.get("policyholder_id", "")
         holder = db.session.get(Policyholder, int(chosen)) if chosen.isdigit() else None
         if holder is None:
-            return self._case_page(case, error="Choose the policyholder to link.", typed=request.form), 400
+            return self._case_page(case, error=_("Choose the policyholder to link."), typed=request.form), 400
         return self._act(
             case,
             lambda: cases.link_case(case, holder, actor=staff_actor()),
-            f"Linked to {holder.name} ({holder.tax_id}); the customer has been emailed.",
+            _(
+                "Linked to %(name)s (%(tax_id)s); the customer has been emailed.",
+                name=holder.name,
+                tax_id=holder.tax_id,
+            ),
             role=Role.ASSOCIATION_CLERK,
             confirm=link_question(holder),
         )
@@ -287,7 +314,7 @@ class CaseQueueView(RoleBaseView):
         return self._act(
             case,
             lambda: cases.no_match(case, request.form.get("reason", ""), actor=staff_actor()),
-            "Closed as no match.",
+            _("Closed as no match."),
             role=Role.ASSOCIATION_CLERK,
             confirm=_questions()["no_match"],
         )
@@ -298,7 +325,7 @@ class CaseQueueView(RoleBaseView):
         return self._act(
             case,
             lambda: cases.ask_customer(case, request.form.get("message", ""), actor=staff_actor()),
-            "The customer has been emailed; the case waits for them.",
+            _("The customer has been emailed; the case waits for them."),
             role=Role.ASSOCIATION_CLERK,
         )
 
@@ -308,7 +335,7 @@ class CaseQueueView(RoleBaseView):
         return self._act(
             case,
             lambda: cases.unlink(case.account, request.form.get("reason", ""), actor=staff_actor()),
-            "Unlinked: the account is pending again, with a new open case.",
+            _("Unlinked: the account is pending again, with a new open case."),
             role=Role.SUPERVISOR,
             confirm=_questions()["unlink"],
         )

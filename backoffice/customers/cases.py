@@ -43,6 +43,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import ColumnElement, Select, and_, false, or_, select, update
 
 from backoffice import audit
@@ -123,20 +124,20 @@ def _staff_of(actor: Actor) -> StaffUser | None:
         return None
     user = db.session.get(StaffUser, int(actor.id)) if actor.id and str(actor.id).isdigit() else None
     if user is None or not user.active:
-        raise CaseError("not_allowed", "This staff account cannot act on association cases.")
+        raise CaseError("not_allowed", _("This staff account cannot act on association cases."))
     return user
 
 
 def _require_clerk(user: StaffUser | None) -> StaffUser:
     if user is None or not user.active or user.role != Role.ASSOCIATION_CLERK:
-        raise CaseError("not_a_clerk", "Only an active association clerk can hold a case.")
+        raise CaseError("not_a_clerk", _("Only an active association clerk can hold a case."))
     return user
 
 
 def _require_supervisor(actor: Actor) -> StaffUser | None:
     user = _staff_of(actor)
     if user is not None and user.role != Role.SUPERVISOR:
-        raise CaseError("not_a_supervisor", "Only a supervisor can do this.")
+        raise CaseError("not_a_supervisor", _("Only a supervisor can do this."))
     return user
 
 
@@ -204,7 +205,7 @@ def _locked(case: AssociationCase) -> AssociationCase:
         )
     locked = db.session.execute(statement).scalar_one_or_none()
     if locked is None:
-        raise CaseError("not_found", f"No case {case.id}.", case_id=case.id)
+        raise CaseError("not_found", _("No case %(id)s.", id=case.id), case_id=case.id)
     return locked
 
 
@@ -219,7 +220,7 @@ def _locked_account(account_id: int) -> CustomerAccount:
         .execution_options(populate_existing=True)
     ).scalar_one_or_none()
     if account is None:
-        raise CaseError("not_found", f"No account {account_id}.", account_id=account_id)
+        raise CaseError("not_found", _("No account %(id)s.", id=account_id), account_id=account_id)
     return account
 
 
@@ -317,16 +318,18 @@ def claim(
     _lock_staff(clerk)
     locked = _locked(case)
     if locked.status not in ACTIVE:
-        raise CaseError("not_claimable", f"Case {locked.id} is closed.", case_id=locked.id)
+        raise CaseError("not_claimable", _("Case %(id)s is closed.", id=locked.id), case_id=locked.id)
     if claim_is_live(locked, now=now):
         if locked.claimed_by_id == clerk.id:
             locked.claimed_at = now
             db.session.flush()
             return locked
-        raise CaseError("not_claimable", f"Someone else holds case {locked.id}.", case_id=locked.id)
+        raise CaseError(
+            "not_claimable", _("Someone else holds case %(id)s.", id=locked.id), case_id=locked.id
+        )
     held = _held_by(clerk, stale_before)
     if held is not None:
-        raise CaseError("holds_another", "Finish or release the case you hold first.", case_id=held.id)
+        raise CaseError("holds_another", _("Finish or release the case you hold first."), case_id=held.id)
     return _hand_over(locked, clerk, actor=actor, now=now)
 
 
@@ -336,9 +339,11 @@ def _require_holder(case: AssociationCase, actor: Actor, now: datetime) -> tuple
     clerk = _require_clerk(_staff_of(actor))
     locked = _locked(case)
     if locked.status not in ACTIVE:
-        raise CaseError("closed", f"Case {locked.id} is already closed.", case_id=locked.id)
+        raise CaseError("closed", _("Case %(id)s is already closed.", id=locked.id), case_id=locked.id)
     if locked.claimed_by_id != clerk.id:
-        raise CaseError("not_yours", f"Claim case {locked.id} before acting on it.", case_id=locked.id)
+        raise CaseError(
+            "not_yours", _("Claim case %(id)s before acting on it.", id=locked.id), case_id=locked.id
+        )
     locked.claimed_at = now
     return locked, clerk
 
@@ -354,7 +359,7 @@ def release(case: AssociationCase, *, actor: Actor, now: datetime | None = None)
     user = _staff_of(actor)
     locked = _locked(case)
     if user is not None and user.role != Role.SUPERVISOR and user.id != locked.claimed_by_id:
-        raise CaseError("not_yours", f"You do not hold case {locked.id}.", case_id=locked.id)
+        raise CaseError("not_yours", _("You do not hold case %(id)s.", id=locked.id), case_id=locked.id)
     before = _claim_state(locked)
     _drop_claim(locked)
     db.session.flush()
@@ -373,7 +378,7 @@ def reassign(
         _require_clerk(to_clerk)
     locked = _locked(case)
     if locked.status not in ACTIVE:
-        raise CaseError("closed", f"Case {locked.id} is already closed.", case_id=locked.id)
+        raise CaseError("closed", _("Case %(id)s is already closed.", id=locked.id), case_id=locked.id)
     before = _claim_state(locked)
     if to_clerk is None:
         _drop_claim(locked)
@@ -388,13 +393,27 @@ def reassign(
 # Decisions
 
 
-def _clean_text(value: str | None, *, required: str, too_long: str, limit: int, label: str) -> str:
+def _clean_text(value: str | None, *, limit: int, required: CaseError, too_long: CaseError) -> str:
+    """The typed text without trailing blanks, or the refusal for an empty or too long one."""
     text = "\n".join(line.rstrip() for line in (value or "").strip().splitlines())
     if not text:
-        raise CaseError(required, f"Write the {label}.")
+        raise required
     if len(text) > limit:
-        raise CaseError(too_long, f"The {label} can be at most {limit} characters.")
+        raise too_long
     return text
+
+
+def _reason(value: str | None) -> str:
+    """A clerk's or supervisor's reason for a decision."""
+    return _clean_text(
+        value,
+        limit=MAX_REASON_LENGTH,
+        required=CaseError("reason_required", _("Write the reason.")),
+        too_long=CaseError(
+            "reason_too_long",
+            _("The reason can be at most %(limit)d characters.", limit=MAX_REASON_LENGTH),
+        ),
+    )
 
 
 def _case_state(case: AssociationCase) -> dict[str, Any]:
@@ -422,7 +441,9 @@ def link_case(
     account = _locked_account(case.account_id)
     locked, clerk = _require_holder(case, actor, now)
     if account.association_status == AssociationStatus.LINKED:
-        raise CaseError("already_linked", f"Account {account.id} is already linked.", account_id=account.id)
+        raise CaseError(
+            "already_linked", _("Account %(id)s is already linked.", id=account.id), account_id=account.id
+        )
     before = _case_state(locked)
     link(account, holder, actor=actor, now=now)
     locked.policyholder_id = holder.id
@@ -449,13 +470,7 @@ def no_match(
     """Close the case without a link; the reason is required. The account is no longer
     pending: it has no policyholder."""
     now = now or utcnow()
-    text = _clean_text(
-        reason,
-        required="reason_required",
-        too_long="reason_too_long",
-        limit=MAX_REASON_LENGTH,
-        label="reason",
-    )
+    text = _reason(reason)
     account = _locked_account(case.account_id)
     locked, clerk = _require_holder(case, actor, now)
     before = _case_state(locked)
@@ -529,10 +544,12 @@ def ask_customer(
     now = now or utcnow()
     text = _clean_text(
         message,
-        required="message_required",
-        too_long="message_too_long",
         limit=MAX_MESSAGE_LENGTH,
-        label="message to the customer",
+        required=CaseError("message_required", _("Write the message to the customer.")),
+        too_long=CaseError(
+            "message_too_long",
+            _("The message to the customer can be at most %(limit)d characters.", limit=MAX_MESSAGE_LENGTH),
+        ),
     )
     locked, _clerk = _require_holder(case, actor, now)
     account = locked.account
@@ -572,16 +589,12 @@ def unlink(
     open case (reason `unlinked`, fresh candidates) goes to the clerks. Returns the new case."""
     now = now or utcnow()
     _require_supervisor(actor)
-    text = _clean_text(
-        reason,
-        required="reason_required",
-        too_long="reason_too_long",
-        limit=MAX_REASON_LENGTH,
-        label="reason",
-    )
+    text = _reason(reason)
     account = _locked_account(account.id)
     if account.association_status != AssociationStatus.LINKED or account.policyholder_id is None:
-        raise CaseError("not_linked", f"Account {account.id} is not linked.", account_id=account.id)
+        raise CaseError(
+            "not_linked", _("Account %(id)s is not linked.", id=account.id), account_id=account.id
+        )
     previous = account.policyholder_id
     before = {"status": str(account.association_status), "policyholder_id": previous}
     account.policyholder_id = None

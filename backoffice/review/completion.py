@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app
 from flask_babel import force_locale, format_datetime
+from flask_babel import gettext as _
 from sqlalchemy import select, update
 
 from backoffice import audit, otp
@@ -43,7 +44,7 @@ from backoffice.review.models import (
     RepresentativeApplication,
     RepresentativeCompletion,
 )
-from backoffice.review.states import transition
+from backoffice.review.states import STATUS_LABELS, transition
 from backoffice.signing.contract import CONTRACT_VERSION, TEMPLATES
 from backoffice.signing.models import SignedContract
 from backoffice.signing.providers import SigningError
@@ -172,7 +173,11 @@ def invite(
     now = now or utcnow()
     if application.status != ApplicationStatus.VALIDATED:
         raise CompletionError(
-            f"Application {application.id} is {application.status}: only a validated application can be invited."
+            _(
+                "Application %(id)s is %(status)s: only a validated application can be invited.",
+                id=application.id,
+                status=STATUS_LABELS[application.status],
+            )
         )
     completion, token, superseded = _issue_link(application, now)
     transition(
@@ -201,8 +206,11 @@ def reinvite(
     now = now or utcnow()
     if application.status != ApplicationStatus.INVITED:
         raise CompletionError(
-            f"Application {application.id} is {application.status}: only an invited application "
-            "can get a new link."
+            _(
+                "Application %(id)s is %(status)s: only an invited application can get a new link.",
+                id=application.id,
+                status=STATUS_LABELS[application.status],
+            )
         )
     completion, token, superseded = _issue_link(application, now)
     _record(

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import and_, func, or_, select
 
 from backoffice import audit
@@ -37,7 +38,7 @@ from backoffice.review.models import (
     RepresentativeApplication,
     ReviewNote,
 )
-from backoffice.review.states import transition
+from backoffice.review.states import STATUS_LABELS, transition
 from backoffice.staff.models import Role, StaffUser
 
 APPLICATION_SUBJECT = "representative_application"
@@ -152,13 +153,22 @@ def _lock(application: RepresentativeApplication) -> RepresentativeApplication:
 def _require_in_review(application: RepresentativeApplication) -> None:
     if application.status != ApplicationStatus.IN_REVIEW:
         raise ReviewError(
-            "not_in_review", f"Application {application.id} is {application.status}, not in review."
+            "not_in_review",
+            _(
+                "Application %(id)s is %(status)s, not in review.",
+                id=application.id,
+                status=STATUS_LABELS[application.status],
+            ),
         )
 
 
 def _require_no_proposal(application: RepresentativeApplication) -> None:
     if application.rejection_proposed_by_id is not None:
-        raise ReviewError("rejection_proposed", "A rejection is proposed: confirm or withdraw it first.")
+        raise ReviewError("rejection_proposed", _("A rejection is proposed: confirm or withdraw it first."))
+
+
+def _at_most(limit: int) -> str:
+    return _("At most %(limit)d characters.", limit=limit)
 
 
 def _release_claim(application: RepresentativeApplication) -> None:
@@ -175,9 +185,13 @@ def _requested_kinds(kinds: Iterable[str]) -> list[str]:
     chosen = {kinds} if isinstance(kinds, str) else {str(kind) for kind in kinds}
     unknown = sorted(chosen - set(DOCUMENT_KINDS))
     if unknown:
-        raise ReviewError("unknown_document", f"Unknown document kinds: {', '.join(unknown)}.", kinds=unknown)
+        raise ReviewError(
+            "unknown_document",
+            _("Unknown document kinds: %(kinds)s.", kinds=", ".join(unknown)),
+            kinds=unknown,
+        )
     if not chosen:
-        raise ReviewError("nothing_requested", "Choose at least one document to request.")
+        raise ReviewError("nothing_requested", _("Choose at least one document to request."))
     return [kind for kind in DOCUMENT_KINDS if kind in chosen]
 
 
@@ -215,7 +229,7 @@ def review_document(
     application = _lock(document.application)
     _require_in_review(application)
     if document.status == DocumentStatus.SUPERSEDED or document.deleted_at is not None:
-        raise ReviewError("document_not_current", "This document was replaced by a newer upload.")
+        raise ReviewError("document_not_current", _("This document was replaced by a newer upload."))
     text = _clean_text(reason_text)
     if accepted:
         code, text = None, ""
@@ -223,13 +237,13 @@ def review_document(
     else:
         code = _clean_text(reason_code)
         if not code:
-            raise ReviewError("reason_required", "Choose why the document is rejected.")
+            raise ReviewError("reason_required", _("Choose why the document is rejected."))
         if code not in REJECTION_REASONS:
-            raise ReviewError("unknown_reason", f"Unknown rejection reason {code!r}.")
+            raise ReviewError("unknown_reason", _("Unknown rejection reason %(reason)s.", reason=repr(code)))
         if code == "other" and not text:
-            raise ReviewError("reason_text_required", "Describe the reason when it is 'other'.")
+            raise ReviewError("reason_text_required", _("Describe the reason when it is “Other reason”."))
         if len(text) > MAX_REASON_TEXT_LENGTH:
-            raise ReviewError("reason_too_long", f"At most {MAX_REASON_TEXT_LENGTH} characters.")
+            raise ReviewError("reason_too_long", _at_most(MAX_REASON_TEXT_LENGTH))
         new_status = DocumentStatus.REJECTED
     before = _document_state(document)
     document.status = new_status
@@ -268,7 +282,7 @@ def accept_pending_documents(
         if document.status == DocumentStatus.PENDING and document.deleted_at is None
     ]
     if not pending:
-        raise ReviewError("nothing_pending", "No document is waiting for a decision.")
+        raise ReviewError("nothing_pending", _("No document is waiting for a decision."))
     return [
         review_document(document, accepted=True, reviewer=reviewer, actor=actor, now=now)
         for document in sorted(pending, key=lambda document: DOCUMENT_KINDS.index(document.kind.value))
@@ -291,9 +305,9 @@ def add_note(
     now = now or utcnow()
     text = _clean_text(text)
     if not text:
-        raise ReviewError("note_required", "The note is empty.")
+        raise ReviewError("note_required", _("The note is empty."))
     if len(text) > MAX_NOTE_LENGTH:
-        raise ReviewError("note_too_long", f"At most {MAX_NOTE_LENGTH} characters.")
+        raise ReviewError("note_too_long", _at_most(MAX_NOTE_LENGTH))
     note = ReviewNote(application_id=application.id, author_id=author.id, text=text, created_at=now)
     db.session.add(note)
     if application.status == ApplicationStatus.IN_REVIEW:
@@ -333,7 +347,7 @@ def approve(
     statuses = {kind: current[kind].status.value if kind in current else None for kind in DOCUMENT_KINDS}
     if any(status != DocumentStatus.ACCEPTED.value for status in statuses.values()):
         raise ReviewError(
-            "documents_not_accepted", "All three documents must be accepted first.", documents=statuses
+            "documents_not_accepted", _("All three documents must be accepted first."), documents=statuses
         )
     _release_claim(application)
     transition(
@@ -423,9 +437,9 @@ def request_documents(
     requested = _requested_kinds(kinds)
     message = _clean_text(message)
     if not message:
-        raise ReviewError("message_required", "Write the message to the applicant.")
+        raise ReviewError("message_required", _("Write the message to the applicant."))
     if len(message) > MAX_MESSAGE_LENGTH:
-        raise ReviewError("message_too_long", f"At most {MAX_MESSAGE_LENGTH} characters.")
+        raise ReviewError("message_too_long", _at_most(MAX_MESSAGE_LENGTH))
     language = _language(application)
     application.requested_documents = requested
     _release_claim(application)
@@ -472,9 +486,9 @@ def propose_rejection(
     _require_in_review(application)
     reason = _clean_text(reason)
     if not reason:
-        raise ReviewError("reason_required", "Write the reason for the rejection.")
+        raise ReviewError("reason_required", _("Write the reason for the rejection."))
     if len(reason) > MAX_REJECTION_REASON_LENGTH:
-        raise ReviewError("reason_too_long", f"At most {MAX_REJECTION_REASON_LENGTH} characters.")
+        raise ReviewError("reason_too_long", _at_most(MAX_REJECTION_REASON_LENGTH))
     before = _proposal(application)
     application.rejection_reason = reason
     application.rejection_proposed_by_id = reviewer.id
@@ -507,11 +521,11 @@ def confirm_rejection(
     application = _lock(application)
     _require_in_review(application)
     if application.rejection_proposed_by_id is None or not application.rejection_reason:
-        raise ReviewError("no_rejection_proposed", "No rejection has been proposed.")
+        raise ReviewError("no_rejection_proposed", _("No rejection has been proposed."))
     if confirmer.id == application.rejection_proposed_by_id:
-        raise ReviewError("same_reviewer", "The rejection must be confirmed by another reviewer.")
+        raise ReviewError("same_reviewer", _("The rejection must be confirmed by another reviewer."))
     if not confirmer.active or confirmer.role != Role.LEGAL_REVIEWER:
-        raise ReviewError("not_a_reviewer", "Only an active legal reviewer can confirm a rejection.")
+        raise ReviewError("not_a_reviewer", _("Only an active legal reviewer can confirm a rejection."))
     return _reject(application, confirmed_by=confirmer, actor=actor, now=now)
 
 
@@ -528,7 +542,7 @@ def withdraw_rejection(
     application = _lock(application)
     _require_in_review(application)
     if application.rejection_proposed_by_id is None:
-        raise ReviewError("no_rejection_proposed", "No rejection has been proposed.")
+        raise ReviewError("no_rejection_proposed", _("No rejection has been proposed."))
     before = _proposal(application)
     application.rejection_reason = None
     application.rejection_proposed_by_id = None

@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+
 from backoffice import audit
 from backoffice.audit import Actor
 from backoffice.db import utcnow
@@ -26,13 +29,34 @@ ALLOWED: dict[S, frozenset[S]] = {
     S.EXPIRED: frozenset(),
 }
 FINAL = frozenset(state for state, moves in ALLOWED.items() if not moves)
+# Each status as staff read it (the stored value stays the stable code).
+STATUS_LABELS = {
+    S.SUBMITTED: _l("Submitted"),
+    S.IN_REVIEW: _l("In review"),
+    S.NEEDS_DOCUMENTS: _l("Needs documents"),
+    S.APPROVED: _l("Approved"),
+    S.CALL_SCHEDULED: _l("Call scheduled"),
+    S.VALIDATED: _l("Validated"),
+    S.INVITED: _l("Invited"),
+    S.COMPLETED: _l("Completed"),
+    S.REJECTED: _l("Rejected"),
+    S.CALL_FAILED: _l("Call failed"),
+    S.EXPIRED: _l("Expired"),
+}
 
 
 class IllegalTransition(ValueError):
     """A move the state machine does not allow; nothing was changed."""
 
     def __init__(self, application: RepresentativeApplication, to_state: S):
-        super().__init__(f"Application {application.id} cannot go from {application.status} to {to_state}.")
+        super().__init__(
+            _(
+                "Application %(id)s cannot go from %(from_status)s to %(to_status)s.",
+                id=application.id,
+                from_status=STATUS_LABELS[S(application.status)],
+                to_status=STATUS_LABELS[S(to_state)],
+            )
+        )
         self.from_state = application.status
         self.to_state = to_state
 

@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: install chromium run test lint worker cron periodic translations bench
+.PHONY: install chromium run test lint audit worker cron periodic translations bench
 
 $(VENV)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Known vulnerabilities in the installed dependencies, from PyPI's advisory data. --strict: a
+# package that could not be checked (service unreachable, unknown version) fails the audit too.
+audit: install
+	$(BIN)/pip-audit --strict --progress-spinner off
+
 worker: install
 	$(BIN)/rq worker --url "$$REDIS_URL" default
 
@@ -44,5 +49,12 @@ translations: install
 	$(BIN)/pybabel update -i translations/messages.pot -d translations --width 100 --ignore-obsolete --no-fuzzy-matching
 	$(BIN)/pybabel compile -d translations
 
+# Every benchmark runs even when one misses its target; the target fails if any did. All but the
+# scheduler's need PostgreSQL on 127.0.0.1 (private databases bench_api, bench_claim, bench_lists)
+# and the API's Redis database 7.
 bench: install
-	$(BIN)/python bench/scheduler_bench.py
+	@status=0; \
+	for script in scheduler_bench api_bench claim_bench list_pages_bench; do \
+	  echo "== bench/$$script.py"; $(BIN)/python bench/$$script.py || status=1; \
+	done; \
+	exit $$status

@@ -1,6 +1,6 @@
 import pytest
 from flask_admin.contrib.sqla.filters import FilterEqual
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import DatabaseError
 
 from backoffice import audit
@@ -183,6 +183,27 @@ def test_audit_view_lists_events_for_supervisors_without_edit_or_delete(app):
     assert client.get("/admin/audit/edit/?id=1").status_code in (302, 404)
     assert client.get("/admin/audit/new/").status_code in (302, 404)
     assert db.session.get(AuditEvent, 1) is not None
+
+
+def test_audit_view_pages_without_counting_the_log(app):
+    _write_events(60)
+    client, _ = signed_in_client(app, Role.ADMIN)
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement.lower())
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        first = client.get("/admin/audit/").get_data(as_text=True)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    second = client.get("/admin/audit/?page=1")
+
+    assert not [statement for statement in statements if "count(" in statement]
+    assert "page=1" in first
+    assert second.status_code == 200
+    assert "page=2" not in second.get_data(as_text=True)
 
 
 def test_audit_view_filters_by_action_and_date_range(app):

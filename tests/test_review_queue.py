@@ -11,7 +11,7 @@ from functools import cache
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from stdnum.es import cif
 
 from backoffice.audit import Actor
@@ -541,6 +541,70 @@ def test_queue_query_is_a_select_the_view_can_paginate(app):
 
     assert ids(page.items) == [made[2].id]
     assert page.total == 3
+
+
+def test_walking_the_queue_page_by_page_visits_every_application_once_in_order(app):
+    made = [make_application(MONDAY_10H + timedelta(hours=n)) for n in (2, 0, 0, 1)]
+    assert len({application.call_deadline for application in made}) == 3  # a tie, broken by id
+    walked, after = [], None
+
+    while True:
+        page = queue.queue_page(after=after, size=1, now=NOW)
+        walked += ids(page.applications)
+        if page.next_after is None:
+            break
+        after = page.next_after
+
+    assert walked == ids(queue.queue(now=NOW))
+
+
+def test_a_queue_page_says_where_the_next_one_starts(app):
+    made = [make_application(MONDAY_10H + timedelta(hours=n)) for n in range(3)]
+
+    first = queue.queue_page(size=2, now=NOW)
+    last = queue.queue_page(after=first.next_after, size=2, now=NOW)
+
+    assert ids(first.applications) == [made[0].id, made[1].id]
+    assert first.next_after == made[1].id
+    assert ids(last.applications) == [made[2].id]
+    assert last.next_after is None
+
+
+def test_a_queue_page_keeps_the_filters(app):
+    claimed = make_application(MONDAY_10H)
+    waiting = [make_application(MONDAY_10H + timedelta(hours=n)) for n in (1, 2)]
+    claim(reviewer())
+
+    first = queue.queue_page(statuses=[S.SUBMITTED], size=1, now=NOW)
+    second = queue.queue_page(after=first.next_after, statuses=[S.SUBMITTED], size=1, now=NOW)
+
+    assert claimed.id not in ids(first.applications) + ids(second.applications)
+    assert ids(first.applications) + ids(second.applications) == ids(waiting)
+
+
+def test_a_queue_page_after_an_unknown_application_is_an_invalid_filter(app):
+    with pytest.raises(QueueError) as refused:
+        queue.queue_page(after="no-such-application", now=NOW)
+
+    assert refused.value.code == "invalid_filter"
+
+
+def test_a_queue_page_reads_a_bounded_slice_and_counts_nothing(app):
+    make_application(MONDAY_10H)
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        queue.queue_page(size=10, now=NOW)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+    assert len(statements) == 1
+    assert "LIMIT" in statements[0].upper()
+    assert "count(" not in statements[0].lower()
 
 
 def test_queue_filters_by_status(app):

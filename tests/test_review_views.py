@@ -1,14 +1,16 @@
 """The legal review queue and review page, driven through the back office as staff use it."""
 
+import html
 import re
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from backoffice.audit.models import AuditEvent
 from backoffice.calls.models import CallTask
 from backoffice.extensions import db
 from backoffice.notifications.models import OutboxMessage
+from backoffice.review import queue
 from backoffice.review.models import ApplicationStatus, DocumentStatus, RepresentativeApplication
 from backoffice.staff.models import Role
 from tests.conftest import csrf_token_from
@@ -212,6 +214,65 @@ def test_unknown_filter_values_are_ignored_not_a_crash(app):
 
     assert response.status_code == 200
     assert FIELDS["company_name"] in response.get_data(as_text=True)
+
+
+def _next_page_url(page: str) -> str | None:
+    found = re.search(r'href="([^"]+)" data-testid="next-page"', page)
+    return html.unescape(found.group(1)) if found else None
+
+
+def test_the_queue_shows_one_page_and_links_to_the_next(app, monkeypatch):
+    monkeypatch.setattr(queue, "PAGE_SIZE", 1)
+    _application(app)
+    _application(app, company_name="Otra Empresa S.A.", company_tax_id="A58818501")
+    reviewer, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
+
+    first = reviewer.get("/admin/review/").get_data(as_text=True)
+    second = reviewer.get(_next_page_url(first)).get_data(as_text=True)
+
+    assert "Transportes Ejemplo" in first and "Otra Empresa" not in first
+    assert "Otra Empresa" in second and "Transportes Ejemplo" not in second
+    assert _next_page_url(second) is None
+    assert 'data-testid="first-page"' in second
+
+
+def test_the_next_page_link_keeps_the_filters(app, monkeypatch):
+    monkeypatch.setattr(queue, "PAGE_SIZE", 1)
+    _application(app)
+    _application(app, company_name="Otra Empresa S.A.", company_tax_id="A58818501")
+    reviewer, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
+
+    first = reviewer.get("/admin/review/", query_string={"status": "submitted"}).get_data(as_text=True)
+
+    assert "status=submitted" in _next_page_url(first)
+
+
+def test_an_unknown_page_anchor_shows_the_first_page(app):
+    _application(app)
+    reviewer, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
+
+    response = reviewer.get("/admin/review/", query_string={"after": "no-such-application"})
+
+    assert response.status_code == 200
+    assert FIELDS["company_name"] in response.get_data(as_text=True)
+
+
+def test_the_queue_page_counts_no_rows(app):
+    _application(app)
+    reviewer, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
+    statements = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement.lower())
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        assert reviewer.get("/admin/review/").status_code == 200
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+    assert statements
+    assert not [statement for statement in statements if "count(" in statement]
 
 
 def test_reassigning_to_an_unknown_reviewer_is_refused(app):

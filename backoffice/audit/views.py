@@ -2,6 +2,9 @@
 
 from flask import flash, redirect, url_for
 from flask_admin import expose
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 
 from backoffice.admin import RoleView, time_filters
 from backoffice.audit.models import AuditEvent
@@ -16,6 +19,9 @@ class AuditEventView(RoleView):
     can_delete = False
     can_view_details = True
     list_template = "admin/audit_list.html"
+    # Millions of events: no count(*) per page view, only previous/next; the default order
+    # (seq, newest first) is the primary key, so a page is read straight from the index.
+    simple_list_pager = True
     column_list = (
         "seq",
         "occurred_at",
@@ -35,14 +41,22 @@ class AuditEventView(RoleView):
         "action",
         "subject_type",
         "subject_id",
-        *time_filters(AuditEvent.occurred_at, "When"),
+        *time_filters(AuditEvent.occurred_at, _l("When")),
     )
     column_labels = {
         "seq": "#",
-        "occurred_at": "When (UTC)",
-        "actor_label": "Actor",
-        "actor_kind": "Actor kind",
-        "ip": "IP",
+        "occurred_at": _l("When (UTC)"),
+        "actor_kind": _l("Actor kind"),
+        "actor_id": _l("Actor ID"),
+        "actor_label": _l("Actor"),
+        "action": _l("Action"),
+        "subject_type": _l("Subject type"),
+        "subject_id": _l("Subject ID"),
+        "before": _l("Before"),
+        "after": _l("After"),
+        "ip": _l("IP"),
+        "prev_hash": _l("Previous hash"),
+        "hash": _l("Hash"),
     }
     column_details_list = (
         "seq",
@@ -67,7 +81,21 @@ class AuditEventView(RoleView):
     def verify(self):
         report = verify_chain()
         if report.ok:
-            flash(f"Audit log intact: {report.checked} events verified.", "success")
+            flash(
+                ngettext(
+                    "Audit log intact: %(num)d event verified.",
+                    "Audit log intact: %(num)d events verified.",
+                    report.checked,
+                ),
+                "success",
+            )
         else:
-            flash(f"Audit log broken at event {report.broken_at}: {report.problem}.", "error")
+            flash(
+                _(
+                    "Audit log broken at event %(seq)s: %(problem)s.",
+                    seq=report.broken_at,
+                    problem=report.problem,
+                ),
+                "error",
+            )
         return redirect(url_for(".index_view"))

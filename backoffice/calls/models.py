@@ -36,7 +36,11 @@ class CallTask(db.Model):
     attempt back after a call nobody answered."""
 
     __tablename__ = "call_tasks"
-    __table_args__ = (Index("ix_call_tasks_status_deadline", "status", "deadline"),)
+    __table_args__ = (
+        Index("ix_call_tasks_status_deadline", "status", "deadline"),
+        # SLA attainment reads the tasks due in a recent window, whatever their status.
+        Index("ix_call_tasks_deadline", "deadline"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     application_id: Mapped[str] = mapped_column(ForeignKey("representative_applications.id"), index=True)
@@ -71,7 +75,11 @@ class CallAttempt(db.Model):
     """One call made: who, when, the outcome and, for `validated`, each field's check."""
 
     __tablename__ = "call_attempts"
-    __table_args__ = (Index("ix_call_attempts_agent_started", "agent_id", "started_at"),)
+    __table_args__ = (
+        Index("ix_call_attempts_agent_started", "agent_id", "started_at"),
+        # The SLA page's load per agent reads every agent's attempts of the last days.
+        Index("ix_call_attempts_started_at", "started_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("call_tasks.id"), index=True)

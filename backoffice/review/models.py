@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backoffice.db import utcnow, value_enum
@@ -45,7 +45,19 @@ class RepresentativeApplication(db.Model):
     counted on working days from the (re)submission."""
 
     __tablename__ = "representative_applications"
-    __table_args__ = (Index("ix_representative_applications_status_deadline", "status", "call_deadline"),)
+    __table_args__ = (
+        Index("ix_representative_applications_status_deadline", "status", "call_deadline"),
+        # The list's order (review/queue.py): a page is read from the index, whatever the size.
+        Index("ix_representative_applications_deadline_id", "call_deadline", "id"),
+        # claim_next's pick: the queue alone in deadline order, without the decided history.
+        Index(
+            "ix_representative_applications_queue",
+            "call_deadline",
+            "id",
+            postgresql_where=text("status IN ('submitted', 'in_review')"),
+            sqlite_where=text("status IN ('submitted', 'in_review')"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     access_key_hash: Mapped[str] = mapped_column(String(64))

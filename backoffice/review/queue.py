@@ -49,10 +49,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from flask import current_app, g
+from flask_babel import gettext as _
 from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
@@ -73,6 +75,8 @@ SLA_STATES = ("on_track", "at_risk", "breached", "paused", "done")
 # SQLite: candidates looked at per round of compare-and-set, and rounds before giving up.
 _CANDIDATES_PER_ROUND = 10
 _MAX_ROUNDS = 20
+# Applications per page of the list.
+PAGE_SIZE = 50
 _TAX_ID_SEPARATORS = re.compile(r"[\s\-.]+")
 
 
@@ -128,13 +132,13 @@ def _staff_of(actor: Actor) -> StaffUser | None:
         return None
     user = db.session.get(StaffUser, int(actor.id)) if actor.id and str(actor.id).isdigit() else None
     if user is None or not user.active:
-        raise QueueError("not_allowed", "This staff account cannot act on the queue.")
+        raise QueueError("not_allowed", _("This staff account cannot act on the queue."))
     return user
 
 
 def _require_reviewer(user: StaffUser | None) -> StaffUser:
     if user is None or not user.active or user.role != Role.LEGAL_REVIEWER:
-        raise QueueError("not_a_reviewer", "Only an active legal reviewer can hold a review claim.")
+        raise QueueError("not_a_reviewer", _("Only an active legal reviewer can hold a review claim."))
     return user
 
 
@@ -230,7 +234,7 @@ def _sla_condition(state: str, now: datetime, at_risk_until: datetime) -> Column
         return and_(in_queue, deadline > now, deadline < at_risk_until)
     if state == "on_track":
         return and_(in_queue, deadline > now, deadline >= at_risk_until)
-    raise QueueError("invalid_filter", f"Unknown SLA state {state!r}.", sla_state=state)
+    raise QueueError("invalid_filter", _("Unknown SLA state %(state)s.", state=repr(state)), sla_state=state)
 
 
 # Claims
@@ -303,7 +307,7 @@ def _claim_next_compare_and_set(
 ) -> Application | None:
     other = aliased(Application)
     holds_live_claim = exists().where(_live_claim_of(reviewer.id, stale_before, other))
-    for _ in range(_MAX_ROUNDS):
+    for _round in range(_MAX_ROUNDS):
         held = _held_by(reviewer, stale_before, lock=False)
         if held is not None:
             kept = db.session.execute(
@@ -361,7 +365,7 @@ def _claim_next_compare_and_set(
                 )
             if _held_by(reviewer, stale_before, lock=False) is not None:
                 break  # this reviewer got a claim in another request meanwhile: hand that back
-    raise QueueError("busy", "The queue is too busy right now; try again.")
+    raise QueueError("busy", _("The queue is too busy right now; try again."))
 
 
 def _hand_over(
@@ -412,20 +416,22 @@ def claim(
         _lock_reviewer(reviewer)
     (locked,) = _lock_rows([application.id]) or (None,)
     if locked is None:
-        raise QueueError("not_found", f"No application {application.id}.")
+        raise QueueError("not_found", _("No application %(id)s.", id=application.id))
     if locked.claimed_by_id == reviewer.id and claim_is_live(locked, now=now) and locked.status in REVIEWABLE:
         locked.last_activity_at = now
         db.session.flush()
         return locked
     if locked.status not in REVIEWABLE or claim_is_live(locked, now=now):
         raise QueueError(
-            "not_claimable", f"Application {locked.id} is not waiting for review.", application_id=locked.id
+            "not_claimable",
+            _("Application %(id)s is not waiting for review.", id=locked.id),
+            application_id=locked.id,
         )
     held = _held_by(reviewer, stale_before, lock=False)
     if held is not None:
         raise QueueError(
             "holds_another",
-            "Finish or release the application you hold first.",
+            _("Finish or release the application you hold first."),
             application_id=held.id,
         )
     return _hand_over(
@@ -451,7 +457,9 @@ def touch(application: Application, reviewer: StaffUser, *, now: datetime | None
     ).rowcount
     if not kept:
         raise QueueError(
-            "not_yours", f"You do not hold application {application.id}.", application_id=application.id
+            "not_yours",
+            _("You do not hold application %(id)s.", id=application.id),
+            application_id=application.id,
         )
     set_committed_value(application, "claimed_by_id", reviewer.id)
     set_committed_value(application, "last_activity_at", now)
@@ -465,9 +473,11 @@ def release(application: Application, *, actor: Actor, now: datetime | None = No
     user = _staff_of(actor)
     (locked,) = _lock_rows([application.id]) or (None,)
     if locked is None:
-        raise QueueError("not_found", f"No application {application.id}.")
+        raise QueueError("not_found", _("No application %(id)s.", id=application.id))
     if user is not None and user.id != locked.claimed_by_id and user.role != Role.SUPERVISOR:
-        raise QueueError("not_yours", f"You do not hold application {locked.id}.", application_id=locked.id)
+        raise QueueError(
+            "not_yours", _("You do not hold application %(id)s.", id=locked.id), application_id=locked.id
+        )
     previous = locked.claimed_by_id
     transition(locked, S.SUBMITTED, actor=actor, now=now, released=True, previous_reviewer_id=previous)
     locked.claimed_by_id = None
@@ -492,19 +502,19 @@ def reassign(
     now = now or utcnow()
     user = _staff_of(actor)
     if user is not None and user.role != Role.SUPERVISOR:
-        raise QueueError("not_a_supervisor", "Only a supervisor can reassign applications.")
+        raise QueueError("not_a_supervisor", _("Only a supervisor can reassign applications."))
     if to_reviewer is not None:
         _require_reviewer(to_reviewer)
     ids = sorted({application.id for application in applications})
     locked = _lock_rows(ids)
     missing = sorted(set(ids) - {application.id for application in locked})
     if missing:
-        raise QueueError("not_found", "Some applications do not exist.", application_ids=missing)
+        raise QueueError("not_found", _("Some applications do not exist."), application_ids=missing)
     decided = [application.id for application in locked if application.status not in REVIEWABLE]
     if decided:
         raise QueueError(
             "not_reassignable",
-            "Only applications still in review can be reassigned.",
+            _("Only applications still in review can be reassigned."),
             application_ids=decided,
         )
     target = to_reviewer.id if to_reviewer is not None else None
@@ -549,7 +559,7 @@ def _bound(value: date | datetime, *, end: bool) -> tuple[datetime, bool]:
     """(instant, inclusive): a date is a whole business-time-zone day; a datetime is itself."""
     if isinstance(value, datetime):
         if value.utcoffset() is None:
-            raise QueueError("invalid_filter", "Give date filters a time zone.")
+            raise QueueError("invalid_filter", _("Give date filters a time zone."))
         return value, True
     if end:
         return _day_start(value + timedelta(days=1)), False
@@ -625,7 +635,7 @@ def queue_query(
     if unassigned:
         statement = statement.where(Application.claimed_by_id.is_(None))
     if submitted_from is not None:
-        start, _ = _bound(submitted_from, end=False)
+        start, _inclusive = _bound(submitted_from, end=False)
         statement = statement.where(Application.submitted_at >= start)
     if submitted_to is not None:
         end, inclusive = _bound(submitted_to, end=True)
@@ -642,3 +652,35 @@ def queue_query(
 def queue(**filters: Any) -> list[Application]:
     """`queue_query(**filters)` executed: the whole filtered list, earliest deadline first."""
     return list(db.session.execute(queue_query(**filters)).scalars())
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    """One page of the list; `next_after` is the id to pass as `after` for the next page, None
+    on the last one."""
+
+    applications: list[Application]
+    next_after: str | None
+
+
+def queue_page(*, after: str | None = None, size: int | None = None, **filters: Any) -> QueuePage:
+    """`queue_query(**filters)`, one page at a time, keyset-paginated: the `size` applications
+    that follow application `after` in (deadline, id) order. Read from the (call_deadline, id)
+    index, a page costs the same on the first page and the thousandth, with no row count, however
+    big the table. `size` defaults to PAGE_SIZE. An unknown `after` raises
+    `QueueError("invalid_filter")`."""
+    size = size or PAGE_SIZE
+    statement = queue_query(**filters)
+    if after is not None:
+        anchor = db.session.execute(
+            select(Application.call_deadline, Application.id).where(Application.id == after)
+        ).one_or_none()
+        if anchor is None:
+            raise QueueError("invalid_filter", _("No application %(id)s to continue after.", id=after))
+        # `deadline >= d` bounds the index scan; the rest breaks ties by id.
+        statement = statement.where(
+            Application.call_deadline >= anchor.call_deadline,
+            or_(Application.call_deadline > anchor.call_deadline, Application.id > anchor.id),
+        )
+    rows = list(db.session.execute(statement.limit(size + 1)).scalars())
+    return QueuePage(rows[:size], rows[size - 1].id if len(rows) > size else None)

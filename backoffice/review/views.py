@@ -3,12 +3,13 @@ services, and render; every write is refused unless the reviewer holds the claim
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from zoneinfo import ZoneInfo
+from datetime import date
 
 from flask import abort, current_app, flash, redirect, request, url_for
 from flask_admin import expose
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
@@ -25,17 +26,17 @@ from backoffice.review.models import (
     RepresentativeApplication,
     ReviewNote,
 )
-from backoffice.review.states import IllegalTransition
+from backoffice.review.states import STATUS_LABELS, IllegalTransition
 from backoffice.staff.models import Role, StaffUser
 from backoffice.storage import StorageError, content_disposition
-from backoffice.web import confirmation_page, confirmed, staff_actor
+from backoffice.web import confirmation_page, confirmed, local, reader_locale, staff_actor, weekday_name
 
 SLA_LABELS = {
-    "on_track": "On track",
-    "at_risk": "At risk",
-    "breached": "Breached",
-    "paused": "Paused",
-    "done": "Done",
+    "on_track": _l("On track"),
+    "at_risk": _l("At risk"),
+    "breached": _l("Breached"),
+    "paused": _l("Paused"),
+    "done": _l("Done"),
 }
 SLA_STYLES = {
     "on_track": "success",
@@ -44,8 +45,12 @@ SLA_STYLES = {
     "paused": "secondary",
     "done": "light",
 }
+DOCUMENT_STATUS_LABELS = {
+    DocumentStatus.PENDING: _l("Pending"),
+    DocumentStatus.ACCEPTED: _l("Accepted"),
+    DocumentStatus.REJECTED: _l("Rejected"),
+}
 FAILURES = (queue.QueueError, decisions.ReviewError, IllegalTransition)
-QUEUE_EMPTY = "The queue is empty: nothing is waiting for review."
 
 
 def _questions() -> dict[str, str]:
@@ -66,11 +71,9 @@ def _date(value: str | None) -> date | None:
         return None
 
 
-def local(moment: datetime | None) -> str:
-    """A UTC instant as staff read it: in the business time zone."""
-    if moment is None:
-        return ""
-    return moment.astimezone(ZoneInfo(current_app.config["BUSINESS_TZ"])).strftime("%a %d %b %Y %H:%M")
+def _labels(by_language: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The review's own label tables (reasons, documents), in the reader's language."""
+    return by_language.get(reader_locale().language, by_language["en"])
 
 
 def _reviewers() -> list[StaffUser]:
@@ -121,7 +124,7 @@ class ReviewQueueView(RoleBaseView):
         application = queue.claim_next(current_user, actor=staff_actor())
         db.session.commit()
         if application is None:
-            flash(QUEUE_EMPTY, "info")
+            flash(_("The queue is empty: nothing is waiting for review."), "info")
             return redirect(url_for(".index"))
         return self._back(application)
 
@@ -149,7 +152,7 @@ class ReviewQueueView(RoleBaseView):
             db.session.commit()
         except FAILURES as exc:
             db.session.rollback()
-            flash(f"Not done: {exc}", "error")
+            flash(_("Not done: %(error)s", error=exc), "error")
             return self._back(application)
         flash(success, "success")
         if request.form.get("then") == "next":
@@ -161,7 +164,8 @@ class ReviewQueueView(RoleBaseView):
         args = request.args
         reviewer = args.get("reviewer", "")
         try:
-            applications = queue.queue(
+            page = queue.queue_page(
+                after=args.get("after") or None,
                 statuses=[ApplicationStatus(s) for s in args.getlist("status") if s in set(ApplicationStatus)]
                 or None,
                 sla_states=[state for state in args.getlist("sla") if state in queue.SLA_STATES] or None,
@@ -173,17 +177,21 @@ class ReviewQueueView(RoleBaseView):
                 search=args.get("q") or None,
             )
         except queue.QueueError as exc:
-            flash(f"Filter not applied: {exc}", "error")
-            applications = queue.queue()
+            flash(_("Filter not applied: %(error)s", error=exc), "error")
+            page = queue.queue_page()
         rows = [
             {"application": a, "sla": queue.sla_state(a), "hours_left": queue.countdown(a)}
-            for a in applications
+            for a in page.applications
         ]
+        kept = {name: values for name, values in args.to_dict(flat=False).items() if name != "after"}
         return self.render(
             "admin/review_queue.html",
             rows=rows,
+            first_url=url_for(".index", **kept) if "after" in args else None,
+            next_url=url_for(".index", **kept, after=page.next_after) if page.next_after else None,
             reviewers=_reviewers(),
             statuses=list(ApplicationStatus),
+            status_labels=STATUS_LABELS,
             sla_labels=SLA_LABELS,
             sla_styles=SLA_STYLES,
             is_reviewer=self._is_reviewer(),
@@ -204,7 +212,7 @@ class ReviewQueueView(RoleBaseView):
         target_id = request.form.get("reviewer_id", "")
         target = db.session.get(StaffUser, int(target_id)) if target_id.isdigit() else None
         if target_id and target is None:
-            flash("Not reassigned: that reviewer does not exist.", "error")
+            flash(_("Not reassigned: that reviewer does not exist."), "error")
             return redirect(url_for(".index"))
         applications = [
             a for a in (db.session.get(RepresentativeApplication, i) for i in ids) if a is not None
@@ -214,9 +222,22 @@ class ReviewQueueView(RoleBaseView):
             db.session.commit()
         except FAILURES as exc:
             db.session.rollback()
-            flash(f"Not reassigned: {exc}", "error")
+            flash(_("Not reassigned: %(error)s", error=exc), "error")
+            return redirect(request.referrer or url_for(".index"))
+        if target is not None:
+            message = ngettext(
+                "%(num)d application reassigned to %(name)s.",
+                "%(num)d applications reassigned to %(name)s.",
+                moved,
+                name=target.name,
+            )
         else:
-            flash(f"{moved} application(s) reassigned to {target.name if target else 'nobody'}.", "success")
+            message = ngettext(
+                "%(num)d application unassigned: back in the queue.",
+                "%(num)d applications unassigned: back in the queue.",
+                moved,
+            )
+        flash(message, "success")
         return redirect(request.referrer or url_for(".index"))
 
     @expose("/<application_id>")
@@ -244,8 +265,12 @@ class ReviewQueueView(RoleBaseView):
             hours_left=queue.countdown(application),
             sla_labels=SLA_LABELS,
             sla_styles=SLA_STYLES,
+            status_labels=STATUS_LABELS,
+            document_status_labels=DOCUMENT_STATUS_LABELS,
+            document_labels=_labels(decisions.DOCUMENT_LABELS),
+            weekday_name=weekday_name,
             reasons=decisions.REJECTION_REASONS,
-            reason_labels=decisions.REASON_LABELS["en"],
+            reason_labels=_labels(decisions.REASON_LABELS),
             kinds=[k.value for k in DocumentKind],
             rejected_kinds=rejected,
             request_message=decisions.compose_documents_request(application, rejected) if rejected else "",
@@ -316,7 +341,7 @@ class ReviewQueueView(RoleBaseView):
                 reviewer=current_user,
                 actor=staff_actor(),
             ),
-            f"Document {'accepted' if accepted else 'rejected'}.",
+            _("Document accepted.") if accepted else _("Document rejected."),
         )
 
     @expose("/<application_id>/accept-pending", methods=("POST",))
@@ -338,7 +363,7 @@ class ReviewQueueView(RoleBaseView):
             lambda: decisions.add_note(
                 application, author=current_user, text=request.form.get("text", ""), actor=staff_actor()
             ),
-            "Note added.",
+            _("Note added."),
         )
 
     @expose("/<application_id>/approve", methods=("POST",))
@@ -347,7 +372,7 @@ class ReviewQueueView(RoleBaseView):
         return self._act(
             application,
             lambda: decisions.approve(application, reviewer=current_user, actor=staff_actor()),
-            "Approved: a call task is open with the application's deadline.",
+            _("Approved: a call task is open with the application's deadline."),
             confirm=_questions()["approve"],
         )
 
@@ -363,7 +388,7 @@ class ReviewQueueView(RoleBaseView):
                 reviewer=current_user,
                 actor=staff_actor(),
             ),
-            "Documents requested: the applicant has been emailed and the deadline is paused.",
+            _("Documents requested: the applicant has been emailed and the deadline is paused."),
             confirm=_questions()["request_documents"],
         )
 
@@ -375,7 +400,7 @@ class ReviewQueueView(RoleBaseView):
             lambda: decisions.propose_rejection(
                 application, request.form.get("reason", ""), reviewer=current_user, actor=staff_actor()
             ),
-            "Rejection recorded.",
+            _("Rejection recorded."),
         )
 
     @expose("/<application_id>/confirm-rejection", methods=("POST",))
@@ -385,7 +410,7 @@ class ReviewQueueView(RoleBaseView):
         return self._act(
             application,
             lambda: decisions.confirm_rejection(application, confirmer=current_user, actor=staff_actor()),
-            "Rejection confirmed; the applicant has been emailed.",
+            _("Rejection confirmed; the applicant has been emailed."),
             confirm=_questions()["confirm_rejection"],
             holder_only=False,
         )
@@ -396,7 +421,7 @@ class ReviewQueueView(RoleBaseView):
         return self._act(
             application,
             lambda: decisions.withdraw_rejection(application, reviewer=current_user, actor=staff_actor()),
-            "Rejection proposal withdrawn.",
+            _("Rejection proposal withdrawn."),
         )
 
     @expose("/<application_id>/release", methods=("POST",))
@@ -409,7 +434,7 @@ class ReviewQueueView(RoleBaseView):
             db.session.commit()
         except FAILURES as exc:
             db.session.rollback()
-            flash(f"Not done: {exc}", "error")
+            flash(_("Not done: %(error)s", error=exc), "error")
             return self._back(application)
-        flash("Released back to the queue.", "info")
+        flash(_("Released back to the queue."), "info")
         return redirect(url_for(".index"))

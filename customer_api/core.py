@@ -22,6 +22,12 @@ from customer_api.schemas import ProblemSchema
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 MAX_JSON_BYTES = 64 * 1024
 BEARER_SECURITY = [{"bearerAuth": []}]
+# API.md: every 429 says when to try again.
+RETRY_AFTER = {
+    "description": "Seconds to wait before trying again.",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1},
+}
 
 
 class CustomerApi(Api):
@@ -37,6 +43,8 @@ class CustomerApi(Api):
             response: dict[str, Any] = {"description": status.phrase}
             if status >= 400:
                 response["schema"] = self.ERROR_SCHEMA
+            if status == http.HTTPStatus.TOO_MANY_REQUESTS:
+                response["headers"] = {"Retry-After": RETRY_AFTER}
             prepare_response(response, self.spec, PROBLEM_CONTENT_TYPE)
             self.spec.components.response(status.name, response, lazy=True)
         default = {"description": "Default error response", "schema": self.ERROR_SCHEMA}

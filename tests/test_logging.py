@@ -64,7 +64,10 @@ def test_every_line_of_a_request_is_json_with_the_request_id_of_the_response(mak
     response = app.test_client().get("/_log/work")
 
     lines = _lines(capsys)
-    assert [line["message"] for line in lines] == [
+    # The rate limiter may report its own storage coming back (an earlier test's Redis outage):
+    # that line carries the request id too, but it is not this view's.
+    ours = [line for line in lines if line["logger"] != "flask-limiter"]
+    assert [line["message"] for line in ours] == [
         "first step",
         "second step for a customer",
         "GET /_log/work 200",

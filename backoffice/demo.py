@@ -13,12 +13,16 @@ from backoffice.audit import Actor
 from backoffice.calls.models import AgentShift
 from backoffice.customers.models import HolderKind, Policy, Policyholder
 from backoffice.extensions import db
+from backoffice.staff import mfa
 from backoffice.staff import service as staff
 from backoffice.staff.models import Role
 
 demo_cli = AppGroup("demo", help="Demo data for development.")
 DEMO_ACTOR = Actor.system("demo")
 DEMO_PASSWORD = "Ventanilla-demo-2026!"
+# Two-step sign-in is required for everyone, demo staff included: they share this published
+# authenticator key, so one entry in an authenticator app survives any number of fresh databases.
+DEMO_TOTP_SECRET = "VENTANILLADEMOSTAFFTOTPKEY234567"
 
 DEMO_STAFF = (
     ("legal@ventanilla.example", "Lucía Legal", Role.LEGAL_REVIEWER),
@@ -74,9 +78,12 @@ DEMO_HOLDERS = (
 def load_demo() -> tuple[int, int]:
     created_staff = 0
     for email, name, role in DEMO_STAFF:
-        if staff.find_by_email(email) is None:
-            staff.create_staff(email, name, role, DEMO_PASSWORD, actor=DEMO_ACTOR)
+        user = staff.find_by_email(email)
+        if user is None:
+            user = staff.create_staff(email, name, role, DEMO_PASSWORD, actor=DEMO_ACTOR)
             created_staff += 1
+        if not mfa.is_enrolled(user):
+            mfa.enrol_with_secret(user, DEMO_TOTP_SECRET, actor=DEMO_ACTOR)
     created_holders = 0
     for tax_id, kind, name, email, phone, policies in DEMO_HOLDERS:
         if db.session.execute(select(Policyholder).where(Policyholder.tax_id == tax_id)).scalar_one_or_none():
@@ -111,5 +118,10 @@ def load_command() -> None:
     db.session.commit()
     click.echo(f"Demo data: {created_staff} staff and {created_holders} policyholders added.")
     click.echo(f"Demo staff sign-in at http://127.0.0.1:5000/login, password for all: {DEMO_PASSWORD}")
+    click.echo(
+        f"Second step, for all: add the key {DEMO_TOTP_SECRET} to an authenticator app (time-based, "
+        "6 digits), or print the current code with: "
+        f".venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{DEMO_TOTP_SECRET}').now())\""
+    )
     for email, _, role in DEMO_STAFF:
         click.echo(f"  {role.value:18} {email}")

@@ -28,6 +28,7 @@ POSTGRES_URL = os.environ.get("DATABASE_URL") or None
 REDIS_URL = os.environ.get("REDIS_URL") or None
 TEST_SECRET_KEY = "test-secret-key-not-for-production"
 ADAPTER_REDIS_URL = REDIS_URL or "redis://127.0.0.1:6379/15"
+TEN_YEARS_IN_MINUTES = 10 * 365 * 24 * 60
 
 
 def base_overrides(database_url: str, tmp_path: Path) -> dict[str, object]:
@@ -43,6 +44,10 @@ def base_overrides(database_url: str, tmp_path: Path) -> dict[str, object]:
         "SMS_WEBHOOK_URL": None,
         "SIGNING_CERT_PATH": None,
         "TRUSTED_PROXY_COUNT": 0,
+        # Many tests sign in at the real time and then travel days to a fixed business moment;
+        # their sessions would time out on the way. tests/test_staff_sessions.py sets real limits.
+        "STAFF_IDLE_MINUTES": TEN_YEARS_IN_MINUTES,
+        "STAFF_SESSION_HOURS": TEN_YEARS_IN_MINUTES // 60,
     }
 
 

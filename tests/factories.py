@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import html
 import itertools
+import re
+from urllib.parse import urlsplit
 
+import pyotp
 from flask.testing import FlaskClient
+from sqlalchemy import func, select, update
 
 from backoffice.audit import Actor
+from backoffice.db import utcnow
 from backoffice.extensions import db
+from backoffice.staff import mfa as staff_mfa
 from backoffice.staff import service as staff_service
 from backoffice.staff.models import Role, StaffUser
 
@@ -24,9 +31,11 @@ def make_staff(
     password: str = STAFF_PASSWORD,
     active: bool = True,
     language: str = "en",
+    mfa: bool = True,
 ) -> StaffUser:
     """A staff user. The product's default language is Spanish; tests read the back office in
-    English unless they ask for `language="es"`."""
+    English unless they ask for `language="es"`. Two-step sign-in is already set up (with a
+    random secret) unless `mfa=False`: then they enrol at their first sign-in."""
     number = next(_sequence)
     user = staff_service.create_staff(
         email or f"staff{number}@ventanilla.example",
@@ -36,18 +45,66 @@ def make_staff(
         actor=TEST_ACTOR,
     )
     user.language = language
+    if mfa:
+        staff_mfa.enrol_with_secret(user, pyotp.random_base32(), actor=TEST_ACTOR)
     if not active:
         staff_service.deactivate(user, actor=TEST_ACTOR)
     db.session.commit()
     return user
 
 
-def sign_in(client: FlaskClient, email: str, password: str = STAFF_PASSWORD, **extra):
-    """Sign in through the real login form (CSRF token included)."""
-    from tests.conftest import csrf_token_from
+def totp_code(email: str) -> str:
+    """The code the staff member's authenticator app shows now.
+
+    A code is accepted once, so a person signing in twice within one 30-second step waits for
+    the next code; tests do not wait: the last accepted step is moved back one instead."""
+    user = db.session.execute(
+        select(StaffUser)
+        .where(func.lower(StaffUser.email) == email.strip().lower())
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    totp = pyotp.TOTP(staff_mfa.totp_secret(user))
+    step = totp.timecode(utcnow())
+    if user.totp_last_step is not None and user.totp_last_step >= step:
+        db.session.execute(update(StaffUser).where(StaffUser.id == user.id).values(totp_last_step=step - 1))
+        db.session.commit()
+    return totp.generate_otp(step)
+
+
+ENROL_KEY = re.compile(r'data-testid="totp-secret">([^<]+)<')
+CODES_SAVED_FORM = re.compile(r'<form method="post" action="([^"]+)" data-testid="codes-saved-form">')
+
+
+def sign_in(
+    client: FlaskClient, email: str, password: str = STAFF_PASSWORD, *, second_step: bool = True, **extra
+):
+    """Sign in through the real forms (CSRF tokens included): the password, then the second step
+    as the person would do it, a code from their authenticator app, or, the first time, the key
+    shown beside the QR code, the first code and “I have saved them”. `second_step=False` stops
+    after the password. Returns the last response (a redirect into the back office)."""
+    from tests.conftest import CSRF_FIELD, csrf_token_from
 
     token = csrf_token_from(client, "/login")
-    return client.post("/login", data={"email": email, "password": password, "csrf_token": token}, **extra)
+    response = client.post(
+        "/login", data={"email": email, "password": password, "csrf_token": token}, **extra
+    )
+    if not second_step or response.status_code != 302:
+        return response
+    location = response.headers["Location"]
+    step = urlsplit(location).path
+    if step == "/mfa":
+        return client.post(
+            location, data={"code": totp_code(email), "csrf_token": csrf_token_from(client, location)}
+        )
+    if step == "/mfa/enrol":
+        page = client.get(location).get_data(as_text=True)
+        secret = ENROL_KEY.search(page).group(1).replace(" ", "")
+        codes = client.post(
+            location, data={"code": pyotp.TOTP(secret).now(), "csrf_token": csrf_token_from(client, location)}
+        ).get_data(as_text=True)
+        saved = html.unescape(CODES_SAVED_FORM.search(codes).group(1))
+        return client.post(saved, data={"csrf_token": CSRF_FIELD.search(codes).group(1)})
+    return response
 
 
 def signed_in_client(app, role: Role = Role.ADMIN) -> tuple[FlaskClient, StaffUser]:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from backoffice.audit import Actor
 from backoffice.extensions import db
-from backoffice.staff import service
+from backoffice.staff import mfa, service
 from backoffice.staff.models import Role, StaffUser
 
 staff_cli = AppGroup("staff", help="Manage staff users.")
@@ -65,6 +65,19 @@ def deactivate_command(email: str) -> None:
     user = service.deactivate(_user(email), actor=CLI_ACTOR)
     db.session.commit()
     click.echo(f"{user.email} is deactivated.")
+
+
+@staff_cli.command("reset-mfa")
+@click.option("--email", required=True)
+def reset_mfa_command(email: str) -> None:
+    """Remove a user's two-step sign-in (for when no other admin can): their sessions end and
+    they set up a new authenticator at their next sign-in."""
+    try:
+        user = mfa.reset(_user(email), actor=CLI_ACTOR, reauthenticated_at=None)
+    except service.StaffError as exc:
+        _fail(exc)
+    db.session.commit()
+    click.echo(f"{user.email} will set up two-step sign-in again at their next sign-in.")
 
 
 @staff_cli.command("list")

@@ -33,6 +33,17 @@ class LogoutForm(FlaskForm):
     pass
 
 
+class CodeForm(FlaskForm):
+    """The second step: a code from the authenticator app, or a recovery code."""
+
+    code = StringField(_l("Code"), validators=[DataRequired(), Length(max=64)])
+
+
+class ReauthenticateForm(FlaskForm):
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=1024)])
+    code = StringField(_l("Code"), validators=[DataRequired(), Length(max=64)])
+
+
 class LanguageForm(FlaskForm):
     language = StringField(validators=[DataRequired(), AnyOf(LANGUAGES)])
 

@@ -1,13 +1,20 @@
-"""Staff accounts and sign-in: creation, roles, deactivation, sessions. Every change is audited."""
+"""Staff accounts and sign-in: creation, roles, deactivation, sessions. Every change is audited.
+
+Sessions end on the server: on sign-out, deactivation, an MFA reset, after STAFF_IDLE_MINUTES
+without a request, or STAFF_SESSION_HOURS after the password was entered. Role changes and
+deactivation by staff need the password and a code entered within STAFF_REAUTH_MINUTES.
+"""
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from flask import current_app
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
@@ -36,6 +43,31 @@ class StaffError(ValueError):
     def __init__(self, message: str, errors: dict[str, list[str]] | None = None):
         super().__init__(message)
         self.errors = errors or {}
+
+
+class ReauthenticationRequired(StaffError):
+    """The acting staff member must enter their password and a code again first."""
+
+
+def recently_authenticated(authenticated_at: datetime | None, *, now: datetime | None = None) -> bool:
+    """Whether the password and a code were entered within STAFF_REAUTH_MINUTES."""
+    if authenticated_at is None:
+        return False
+    window = timedelta(minutes=current_app.config["STAFF_REAUTH_MINUTES"])
+    return (now or utcnow()) - authenticated_at <= window
+
+
+def require_recent_authentication(
+    actor: Actor, reauthenticated_at: datetime | None, *, now: datetime | None = None
+) -> None:
+    """Sensitive staff changes made by staff need a fresh password and code, so a session left
+    open (or stolen) cannot grant roles. The CLI and jobs act as the system: they already hold
+    the server."""
+    if actor.kind == "staff" and not recently_authenticated(reauthenticated_at, now=now):
+        raise ReauthenticationRequired(
+            _("Enter your password and a code again to make this change."),
+            {"reauthentication": ["required"]},
+        )
 
 
 def normalise_email(email: str) -> str:
@@ -130,7 +162,9 @@ def _refuse_self_lockout(user: StaffUser, actor: Actor, message: LazyString) -> 
         raise StaffError(str(message), {"role": ["self_lockout"]})
 
 
-def set_role(user: StaffUser, role: Role | str, *, actor: Actor) -> StaffUser:
+def set_role(
+    user: StaffUser, role: Role | str, *, actor: Actor, reauthenticated_at: datetime | None = None
+) -> StaffUser:
     try:
         role = Role(role)
     except ValueError as exc:
@@ -138,18 +172,20 @@ def set_role(user: StaffUser, role: Role | str, *, actor: Actor) -> StaffUser:
     if user.role == role:
         return user
     _refuse_self_lockout(user, actor, _l("You cannot change the role of yourself; ask another admin."))
+    require_recent_authentication(actor, reauthenticated_at)
     return _audited_change(user, "staff.role_changed", actor, lambda: setattr(user, "role", role))
 
 
-def deactivate(user: StaffUser, *, actor: Actor) -> StaffUser:
+def deactivate(user: StaffUser, *, actor: Actor, reauthenticated_at: datetime | None = None) -> StaffUser:
     """Deactivation also ends every live session of the user at once."""
     if not user.active:
         return user
     _refuse_self_lockout(user, actor, _l("You cannot deactivate yourself; ask another admin."))
+    require_recent_authentication(actor, reauthenticated_at)
 
     def switch_off() -> None:
         user.active = False
-        _revoke_sessions(user.id)
+        revoke_sessions(user.id)
 
     return _audited_change(user, "staff.deactivated", actor, switch_off)
 
@@ -163,13 +199,13 @@ def set_password(user: StaffUser, password: str, *, actor: Actor) -> StaffUser:
     if problems:
         raise StaffError(_("The password does not meet the policy."), {"password": problems})
     user.password_hash = hash_password(password)
-    _revoke_sessions(user.id)
+    revoke_sessions(user.id)
     db.session.flush()
     audit.record("staff.password_set", actor=actor, subject_type="staff", subject_id=user.id)
     return user
 
 
-def _revoke_sessions(staff_id: int) -> None:
+def revoke_sessions(staff_id: int) -> None:
     db.session.execute(
         update(StaffSession)
         .where(StaffSession.staff_id == staff_id, StaffSession.revoked_at.is_(None))
@@ -219,17 +255,68 @@ def sign_in(email: str, password: str, *, ip: str | None, user_agent: str | None
     return None
 
 
-def session_user(token: str | None, *, now: datetime | None = None) -> StaffUser | None:
-    """The active user behind a session token, or None once it is signed out or deactivated."""
+class SessionState(enum.StrEnum):
+    NONE = "none"  # no session: never signed in, signed out, revoked or deactivated
+    EXPIRED = "expired"  # it timed out just now (and is revoked)
+    ENROL = "enrol"  # password accepted; the user has no second step set up yet
+    VERIFY = "verify"  # password accepted; waiting for a code
+    COMPLETE = "complete"
+
+
+class Expiry(enum.StrEnum):
+    IDLE = "idle"
+    ABSOLUTE = "absolute"
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    state: SessionState
+    session: StaffSession | None = None
+    expiry: Expiry | None = None
+
+
+def _expiry(session: StaffSession, now: datetime) -> Expiry | None:
+    config = current_app.config
+    if now - session.created_at > timedelta(hours=config["STAFF_SESSION_HOURS"]):
+        return Expiry.ABSOLUTE
+    if now - session.last_seen_at > timedelta(minutes=config["STAFF_IDLE_MINUTES"]):
+        return Expiry.IDLE
+    return None
+
+
+def check_session(token: str | None, *, now: datetime | None = None) -> SessionCheck:
+    """What a browser's session token is worth right now. A session past its idle or absolute
+    limit is revoked here (and audited), so the limits hold on the server whatever the cookie
+    says; a live one has its last activity recorded (at most once a minute)."""
     if not token:
-        return None
+        return SessionCheck(SessionState.NONE)
     session = db.session.get(StaffSession, _token_hash(token))
     if session is None or session.revoked_at is not None or not session.user.active:
-        return None
+        return SessionCheck(SessionState.NONE)
     now = now or utcnow()
+    expiry = _expiry(session, now)
+    if expiry is not None:
+        session.revoked_at = now
+        db.session.flush()
+        audit.record(
+            "session.expired",
+            actor=Actor.system("session-timeout"),
+            subject_type="staff",
+            subject_id=session.staff_id,
+            after={
+                "reason": str(expiry),
+                "created_at": session.created_at,
+                "last_seen_at": session.last_seen_at,
+            },
+        )
+        return SessionCheck(SessionState.EXPIRED, session, expiry)
     if (now - session.last_seen_at).total_seconds() > SESSION_TOUCH_SECONDS:
         session.last_seen_at = now
-    return session.user
+    if session.mfa_verified_at is not None:
+        return SessionCheck(SessionState.COMPLETE, session)
+    if session.user.mfa_enrolled_at is None:
+        return SessionCheck(SessionState.ENROL, session)
+    return SessionCheck(SessionState.VERIFY, session)
 
 
 def sign_out(token: str | None, *, actor: Actor) -> None:

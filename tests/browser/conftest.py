@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from werkzeug.serving import make_server
 
 from backoffice.staff.models import StaffUser
-from tests.factories import STAFF_PASSWORD
+from tests.factories import STAFF_PASSWORD, totp_code
 
 CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_MS = 15_000
@@ -89,13 +89,17 @@ def dialogs(page: Page) -> list[str]:
 
 @pytest.fixture
 def sign_in(page: Page) -> Callable[[StaffUser], None]:
-    """Sign a staff member in through the login form, as a person would."""
+    """Sign a staff member in through the login form and the second step, as a person would
+    (the code is the one their authenticator app shows now)."""
 
     def sign_in(user: StaffUser) -> None:
         page.goto("/login")
         page.fill("#email", user.email)
         page.fill("#password", STAFF_PASSWORD)
         page.click("form button[type=submit]")
+        page.wait_for_url(re.compile(r"/mfa\?"))
+        page.fill("#code", totp_code(user.email))
+        page.get_by_test_id("verify-code").click()
         page.wait_for_url(re.compile(r"/admin/$"))
 
     return sign_in

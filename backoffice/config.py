@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "TRUSTED_PROXY_COUNT": 0,
     "OUTBOX_MAX_ATTEMPTS": 8,
     "OUTBOX_STALE_SECONDS": 300,
+    "AUDIT_CHAINS": 32,  # at most this many hash chains written side by side (backoffice/audit)
     "STAFF_LOGIN_LIMIT_ACCOUNT": "5 per 15 minutes",
     "STAFF_LOGIN_LIMIT_IP": "30 per 15 minutes",
     # Two-step sign-in and staff sessions (backoffice/staff/mfa.py, backoffice/staff/service.py).
@@ -92,6 +93,7 @@ INTEGER_SETTINGS = (
     "TRUSTED_PROXY_COUNT",
     "OUTBOX_MAX_ATTEMPTS",
     "OUTBOX_STALE_SECONDS",
+    "AUDIT_CHAINS",
     "STAFF_MFA_MAX_FAILURES",
     "STAFF_IDLE_MINUTES",
     "STAFF_SESSION_HOURS",
@@ -123,6 +125,7 @@ INTEGER_SETTINGS = (
     "ASSOCIATION_CLAIM_IDLE_MINUTES",
 )
 BOOLEAN_SETTINGS = ("REVIEW_REJECTION_NEEDS_CONFIRMATION", "MATCH_LINK_WITHOUT_EMAIL")
+MAX_AUDIT_CHAINS = 1000
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 
@@ -160,6 +163,8 @@ def load_config(
             config[name] = int(config[name])
         except (TypeError, ValueError):
             problems.append(f"{name} (must be a whole number)")
+    if isinstance(config["AUDIT_CHAINS"], int) and not 1 <= config["AUDIT_CHAINS"] <= MAX_AUDIT_CHAINS:
+        problems.append(f"AUDIT_CHAINS (must be between 1 and {MAX_AUDIT_CHAINS})")
     for name in BOOLEAN_SETTINGS:
         value = config[name]
         if isinstance(value, str):

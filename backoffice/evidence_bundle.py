@@ -143,6 +143,8 @@ def audit_record(events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
     return [
         {
             "seq": event.seq,
+            "chain": event.chain,
+            "chain_seq": event.chain_seq,
             "occurred_at": event.occurred_at,
             "actor_kind": event.actor_kind,
             "actor_id": event.actor_id,

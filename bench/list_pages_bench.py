@@ -129,9 +129,9 @@ FROM (SELECT id, call_deadline, row_number() OVER (ORDER BY id) AS n
       FROM representative_applications WHERE status = 'call_scheduled') AS calls
 """
 AUDIT = """
-INSERT INTO audit_events (seq, occurred_at, actor_kind, actor_id, actor_label, action, subject_type,
-    subject_id, before, after, ip, prev_hash, hash)
-SELECT :offset + g, now() - interval '1 day' - ((:count - g)::float / :count) * interval '1460 days',
+INSERT INTO audit_events (chain, chain_seq, occurred_at, actor_kind, actor_id, actor_label, action,
+    subject_type, subject_id, before, after, ip, prev_hash, hash)
+SELECT 1, :offset + g, now() - interval '1 day' - ((:count - g)::float / :count) * interval '1460 days',
     (ARRAY['staff', 'customer', 'system'])[1 + g % 3], (g % 5000)::text, 'actor' || (g % 5000) || '@bench.example',
     (ARRAY['application.submitted', 'application.in_review', 'application.approved', 'document.viewed',
            'customer.registered', 'customer.signed_in', 'call.logged', 'staff.signed_in'])[1 + g % 8],
@@ -140,6 +140,7 @@ SELECT :offset + g, now() - interval '1 day' - ((:count - g)::float / :count) * 
     md5('a' || (g - 1)) || md5('b' || (g - 1)), md5('a' || g) || md5('b' || g)
 FROM generate_series(1, :count) AS g;
 UPDATE audit_chain_head SET last_seq = :offset + :count, last_hash = md5('a' || :count) || md5('b' || :count)
+WHERE id = 1
 """
 
 
@@ -215,7 +216,7 @@ def build(url: str, applications: int, audit_events: int) -> None:
         agents, reviewers = staff["call_agent"], staff["legal_reviewer"]
         with db.engine.begin() as connection, secondary_indexes_dropped(connection):
             started = time.perf_counter()
-            offset = connection.execute(text("SELECT last_seq FROM audit_chain_head")).scalar_one()
+            offset = connection.execute(text("SELECT last_seq FROM audit_chain_head WHERE id = 1")).scalar_one()
             for statement in AUDIT.split(";"):
                 connection.execute(text(statement), {"count": audit_events, "offset": offset})
             print(f"  {audit_events} audit events in {time.perf_counter() - started:.1f} s")

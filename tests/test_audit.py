@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 from flask_admin.contrib.sqla.filters import FilterEqual
 from sqlalchemy import event, select, text
@@ -5,8 +7,10 @@ from sqlalchemy.exc import DatabaseError
 
 from backoffice import audit
 from backoffice.admin import UTCBetweenFilter
-from backoffice.audit.models import AuditEvent
-from backoffice.audit.service import Actor, verify_chain
+from backoffice.audit.models import AuditEvent, genesis_hash
+from backoffice.audit.service import CHAIN_KEY, Actor, verify_chain
+from backoffice.config import ConfigError, load_config
+from backoffice.db import savepoint
 from backoffice.extensions import db
 from backoffice.staff.models import Role
 from tests.conftest import POSTGRES_URL, requires_postgres
@@ -68,6 +72,7 @@ def test_events_are_numbered_and_chained(app):
 
     events = db.session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars().all()
     assert [event.seq for event in events] == [1, 2, 3]
+    assert [(event.chain, event.chain_seq) for event in events] == [(1, 1), (1, 2), (1, 3)]
     assert events[0].prev_hash == "0" * 64
     assert events[1].prev_hash == events[0].hash
     assert events[2].prev_hash == events[1].hash
@@ -132,8 +137,107 @@ def test_verify_finds_events_cut_from_the_end(app):
 
     report = verify_chain()
 
+    assert (report.ok, report.broken_at) == (False, None)
+    assert "chain 1 ends at its event 3 but its head records event 5" in report.problem
+
+
+def _write_events_on_chain(chain: int, count: int) -> None:
+    """As a transaction would when every lower chain was busy."""
+    db.session.info[CHAIN_KEY] = chain
+    _write_events(count)
+
+
+def test_events_of_one_transaction_stay_on_one_chain_in_order(app):
+    _write_events_on_chain(2, 3)
+
+    events = db.session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars().all()
+    assert [(event.chain, event.chain_seq) for event in events] == [(2, 1), (2, 2), (2, 3)]
+    assert events[0].prev_hash == genesis_hash(2) != "0" * 64
+    assert events[1].prev_hash == events[0].hash
+
+
+def test_the_next_transaction_chooses_its_chain_afresh(app):
+    _write_events_on_chain(2, 1)
+    _write_events(1)
+
+    assert db.session.info.get(CHAIN_KEY) is None
+    assert verify_chain().ok
+
+
+def test_verify_walks_every_chain(app):
+    _write_events_on_chain(1, 2)
+    _write_events_on_chain(2, 3)
+    _write_events_on_chain(1, 1)
+
+    report = verify_chain()
+
+    assert report.ok and report.checked == 6
+
+
+def test_verify_finds_an_edit_on_a_second_chain(app):
+    _write_events_on_chain(1, 2)
+    _write_events_on_chain(2, 2)
+    _raw("UPDATE audit_events SET actor_label = 'someone@else.example' WHERE seq = 4")
+
+    report = verify_chain()
+
+    assert (report.ok, report.broken_at) == (False, 4)
+    assert report.problem.startswith("chain 2:")
+
+
+def test_verify_finds_an_event_moved_to_another_chain(app):
+    _write_events_on_chain(1, 2)
+    _write_events_on_chain(2, 2)
+    _raw("UPDATE audit_events SET chain = 2, chain_seq = 3 WHERE seq = 2")
+
+    assert verify_chain().ok is False
+
+
+def test_verify_finds_a_whole_chain_removed(app):
+    _write_events_on_chain(1, 2)
+    _write_events_on_chain(2, 2)
+    _raw("DELETE FROM audit_events WHERE chain = 2")
+
+    report = verify_chain()
+
     assert report.ok is False
-    assert "ends at event 3" in report.problem
+    assert "chain 2 ends at its event 0 but its head records event 2" in report.problem
+
+
+def test_an_event_in_a_rolled_back_savepoint_leaves_the_chain_whole(app):
+    with savepoint(db.session) as nested:
+        audit.record("application.approved", actor=ACTOR, subject_type="application", subject_id=1)
+        nested.rollback()
+    _write_events(2)
+
+    report = verify_chain()
+
+    assert report.ok and report.checked == 2
+
+
+@requires_postgres
+def test_a_second_writer_takes_another_chain_instead_of_waiting(app):
+    audit.record("application.approved", actor=ACTOR, subject_type="application", subject_id=1)
+    outcome = []
+
+    def second_writer():
+        with app.app_context():
+            db.session.execute(text("SET LOCAL lock_timeout = '5s'"))
+            outcome.append(audit.record("staff.signed_in", actor=ACTOR).chain)
+            db.session.commit()
+
+    writer = threading.Thread(target=second_writer)
+    writer.start()
+    writer.join()
+    db.session.commit()
+
+    assert outcome == [2]
+    assert verify_chain().ok
+
+
+def test_audit_chains_must_be_a_sensible_number():
+    with pytest.raises(ConfigError, match="AUDIT_CHAINS"):
+        load_config({"AUDIT_CHAINS": "0"}, "/tmp/instance")
 
 
 def test_cli_verify_exits_non_zero_on_a_broken_chain(app):

@@ -15,9 +15,9 @@ def verify_command() -> None:
     if report.ok:
         click.echo(f"Audit log intact: {report.checked} events verified.")
         return
+    where = "" if report.broken_at is None else f" at event {report.broken_at}"
     click.echo(
-        f"Audit log BROKEN at event {report.broken_at}: {report.problem} "
-        f"({report.checked} events before it verified).",
+        f"Audit log BROKEN{where}: {report.problem} ({report.checked} events before it verified).",
         err=True,
     )
     raise SystemExit(1)

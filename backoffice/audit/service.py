@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from flask import current_app
+from sqlalchemy import event as sqlalchemy_event
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, SessionTransaction
 
-from backoffice.audit.models import GENESIS_HASH, AuditChainHead, AuditEvent
-from backoffice.db import savepoint, utcnow
+from backoffice.audit.models import AuditChainHead, AuditEvent, genesis_hash
+from backoffice.db import utcnow
 from backoffice.extensions import db
 
-HEAD_ID = 1
+CHAIN_KEY = "audit_chain"
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,10 @@ def _plain_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def event_hash(event: AuditEvent) -> str:
+    """The chain's own position is hashed as "seq" (chain 1 was once the whole log, numbered
+    the same way); the chain itself is bound by its genesis, which every later link inherits."""
     content = {
-        "seq": event.seq,
+        "seq": event.chain_seq,
         "occurred_at": event.occurred_at.isoformat(),
         "actor_kind": event.actor_kind,
         "actor_id": event.actor_id,
@@ -66,25 +73,72 @@ def event_hash(event: AuditEvent) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _locked_head() -> AuditChainHead:
-    """Lock the chain head for the rest of the transaction, creating it on first use."""
+def _locked_head() -> tuple[int, int, str]:
+    """Lock the head of this transaction's chain for the rest of the transaction and read it:
+    (chain, last_seq, last_hash). The chain is chosen at the transaction's first event and kept
+    until it ends, so one transaction's events stay in order on one chain. It is locked again
+    on every later event: a savepoint rolled back since the last one would have released it."""
+    chain = db.session.info.get(CHAIN_KEY)
+    if chain is None:
+        chain, last_seq, last_hash = _free_head(current_app.config["AUDIT_CHAINS"])
+        db.session.info[CHAIN_KEY] = chain
+        return chain, last_seq, last_hash
+    return (chain, *_lock_head(chain))
+
+
+def _free_head(chains: int) -> tuple[int, int, str]:
+    """Lock the head of a chain no other transaction is writing to. A new chain is opened only
+    when every open one is busy, so the log has as many chains as writers ever overlapped (one
+    on SQLite, which has a single writer and no row locks). With `chains` open and all busy,
+    wait for a random one."""
     session = db.session
-    locked = session.execute(
+    while True:
+        free = session.execute(
+            select(AuditChainHead.id, AuditChainHead.last_seq, AuditChainHead.last_hash)
+            .where(AuditChainHead.id <= chains)
+            .order_by(func.random())
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).one_or_none()
+        if free is not None:
+            return free.id, free.last_seq, free.last_hash
+        unopened = set(range(1, chains + 1)) - set(session.scalars(select(AuditChainHead.id)))
+        if not unopened:
+            chain = random.randint(1, chains)  # noqa: S311 (spreading waiters, not a secret)
+            return (chain, *_lock_head(chain))
+        _open_chain(min(unopened))
+
+
+def _open_chain(chain: int) -> None:
+    """Insert the chain's head (a no-op if it exists). On PostgreSQL in a transaction of its own,
+    committed at once, so writers opening chains at the same moment do not wait for each other."""
+    values = {"id": chain, "last_seq": 0, "last_hash": genesis_hash(chain)}
+    if db.session.get_bind().dialect.name == "postgresql":
+        with db.engine.begin() as connection:
+            connection.execute(pg_insert(AuditChainHead).values(values).on_conflict_do_nothing())
+    else:
+        db.session.execute(sqlite_insert(AuditChainHead).values(values).on_conflict_do_nothing())
+
+
+def _lock_head(chain: int) -> tuple[int, str]:
+    """Lock one chain's head and read (last_seq, last_hash), opening the chain if it is missing."""
+    head = db.session.execute(
         update(AuditChainHead)
-        .where(AuditChainHead.id == HEAD_ID)
+        .where(AuditChainHead.id == chain)
         .values(last_seq=AuditChainHead.last_seq)
+        .returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
         .execution_options(synchronize_session=False)
-    ).rowcount
-    if not locked:
-        try:
-            with savepoint(session):
-                session.add(AuditChainHead(id=HEAD_ID, last_seq=0, last_hash=GENESIS_HASH))
-        except IntegrityError:
-            pass
-        return _locked_head()
-    return session.execute(
-        select(AuditChainHead).where(AuditChainHead.id == HEAD_ID).execution_options(populate_existing=True)
-    ).scalar_one()
+    ).one_or_none()
+    if head is None:
+        _open_chain(chain)
+        return _lock_head(chain)
+    return head.last_seq, head.last_hash
+
+
+@sqlalchemy_event.listens_for(Session, "after_transaction_end")
+def _forget_chain(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(CHAIN_KEY, None)
 
 
 def record(
@@ -97,9 +151,10 @@ def record(
     after: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event in the caller's transaction; it commits or rolls back with the change."""
-    head = _locked_head()
+    chain, last_seq, last_hash = _locked_head()
     event = AuditEvent(
-        seq=head.last_seq + 1,
+        chain=chain,
+        chain_seq=last_seq + 1,
         occurred_at=utcnow(),
         actor_kind=actor.kind,
         actor_id=actor.id,
@@ -110,18 +165,25 @@ def record(
         before=_plain_json(before),
         after=_plain_json(after),
         ip=actor.ip,
-        prev_hash=head.last_hash,
+        prev_hash=last_hash,
     )
     event.hash = event_hash(event)
+    db.session.execute(
+        update(AuditChainHead)
+        .where(AuditChainHead.id == chain)
+        .values(last_seq=event.chain_seq, last_hash=event.hash)
+        .execution_options(synchronize_session=False)
+    )
     db.session.add(event)
-    head.last_seq = event.seq
-    head.last_hash = event.hash
     db.session.flush()
     return event
 
 
 @dataclass(frozen=True)
 class ChainReport:
+    """`broken_at` is the `seq` of the first event that does not hold, or None when what is
+    wrong is missing from a chain's end."""
+
     checked: int
     broken_at: int | None = None
     problem: str | None = None
@@ -132,35 +194,43 @@ class ChainReport:
 
 
 def verify_chain(batch_size: int = 1000) -> ChainReport:
-    """Walk the whole log and report the first link that does not hold."""
+    """Walk every chain and report the first link that does not hold."""
+    heads = {head.id: (head.last_seq, head.last_hash) for head in db.session.scalars(select(AuditChainHead))}
     result = db.session.execute(
-        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=batch_size)
+        select(AuditEvent)
+        .order_by(AuditEvent.chain, AuditEvent.chain_seq)
+        .execution_options(yield_per=batch_size)
     )
     try:
-        return _walk(result.scalars())
+        return _walk(result.scalars(), heads)
     finally:
         result.close()
 
 
-def _walk(events: Iterable[AuditEvent]) -> ChainReport:
-    expected_seq, expected_prev = 1, GENESIS_HASH
+def _walk(events: Iterable[AuditEvent], heads: dict[int, tuple[int, str]]) -> ChainReport:
     checked = 0
+    ends: dict[int, tuple[int, str]] = {}
     for event in events:
-        if event.seq != expected_seq:
-            return ChainReport(checked, event.seq, f"events {expected_seq} to {event.seq - 1} are missing")
-        if event.prev_hash != expected_prev:
-            return ChainReport(checked, event.seq, "does not link to the event before it")
+        last_seq, last_hash = ends.get(event.chain, (0, genesis_hash(event.chain)))
+        if event.chain_seq != last_seq + 1:
+            return ChainReport(
+                checked,
+                event.seq,
+                f"chain {event.chain}: its events {last_seq + 1} to {event.chain_seq - 1} are missing",
+            )
+        if event.prev_hash != last_hash:
+            return ChainReport(checked, event.seq, f"chain {event.chain}: does not link to the event before it")
         if event_hash(event) != event.hash:
-            return ChainReport(checked, event.seq, "its content was changed after it was written")
+            return ChainReport(checked, event.seq, f"chain {event.chain}: its content was changed after it was written")
         checked += 1
-        expected_seq, expected_prev = event.seq + 1, event.hash
-    head = db.session.get(AuditChainHead, HEAD_ID)
-    last_seq = head.last_seq if head else 0
-    last_hash = head.last_hash if head else GENESIS_HASH
-    if last_seq != expected_seq - 1 or last_hash != expected_prev:
-        return ChainReport(
-            checked,
-            expected_seq,
-            f"the log ends at event {expected_seq - 1} but the chain head records event {last_seq}",
-        )
+        ends[event.chain] = (event.chain_seq, event.hash)
+    for chain in sorted(ends.keys() | heads.keys()):
+        end_seq, end_hash = ends.get(chain, (0, genesis_hash(chain)))
+        head_seq, head_hash = heads.get(chain, (0, genesis_hash(chain)))
+        if (end_seq, end_hash) != (head_seq, head_hash):
+            return ChainReport(
+                checked,
+                None,
+                f"chain {chain} ends at its event {end_seq} but its head records event {head_seq}",
+            )
     return ChainReport(checked)

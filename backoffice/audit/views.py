@@ -55,6 +55,8 @@ class AuditEventView(RoleView):
         "before": _l("Before"),
         "after": _l("After"),
         "ip": _l("IP"),
+        "chain": _l("Chain"),
+        "chain_seq": _l("Position in chain"),
         "prev_hash": _l("Previous hash"),
         "hash": _l("Hash"),
     }
@@ -70,6 +72,8 @@ class AuditEventView(RoleView):
         "before",
         "after",
         "ip",
+        "chain",
+        "chain_seq",
         "prev_hash",
         "hash",
     )
@@ -89,6 +93,8 @@ class AuditEventView(RoleView):
                 ),
                 "success",
             )
+        elif report.broken_at is None:
+            flash(_("Audit log broken: %(problem)s.", problem=report.problem), "error")
         else:
             flash(
                 _(

@@ -216,7 +216,9 @@ def build(url: str, applications: int, audit_events: int) -> None:
         agents, reviewers = staff["call_agent"], staff["legal_reviewer"]
         with db.engine.begin() as connection, secondary_indexes_dropped(connection):
             started = time.perf_counter()
-            offset = connection.execute(text("SELECT last_seq FROM audit_chain_head WHERE id = 1")).scalar_one()
+            offset = connection.execute(
+                text("SELECT last_seq FROM audit_chain_head WHERE id = 1")
+            ).scalar_one()
             for statement in AUDIT.split(";"):
                 connection.execute(text(statement), {"count": audit_events, "offset": offset})
             print(f"  {audit_events} audit events in {time.perf_counter() - started:.1f} s")

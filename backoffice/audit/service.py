@@ -11,13 +11,11 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import event as sqlalchemy_event
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from backoffice.audit.models import AuditChainHead, AuditEvent, genesis_hash
-from backoffice.db import utcnow
+from backoffice.db import insert_ignoring_conflicts, utcnow
 from backoffice.extensions import db
 
 CHAIN_KEY = "audit_chain"
@@ -91,9 +89,9 @@ def _free_head(chains: int) -> tuple[int, int, str]:
     when every open one is busy, so the log has as many chains as writers ever overlapped (one
     on SQLite, which has a single writer and no row locks). With `chains` open and all busy,
     wait for a random one."""
-    session = db.session
+    connection = db.session.connection()
     while True:
-        free = session.execute(
+        free = connection.execute(
             select(AuditChainHead.id, AuditChainHead.last_seq, AuditChainHead.last_hash)
             .where(AuditChainHead.id <= chains)
             .order_by(func.random())
@@ -102,7 +100,7 @@ def _free_head(chains: int) -> tuple[int, int, str]:
         ).one_or_none()
         if free is not None:
             return free.id, free.last_seq, free.last_hash
-        unopened = set(range(1, chains + 1)) - set(session.scalars(select(AuditChainHead.id)))
+        unopened = set(range(1, chains + 1)) - set(connection.scalars(select(AuditChainHead.id)))
         if not unopened:
             chain = random.randint(1, chains)  # noqa: S311 (spreading waiters, not a secret)
             return (chain, *_lock_head(chain))
@@ -112,23 +110,29 @@ def _free_head(chains: int) -> tuple[int, int, str]:
 def _open_chain(chain: int) -> None:
     """Insert the chain's head (a no-op if it exists). On PostgreSQL in a transaction of its own,
     committed at once, so writers opening chains at the same moment do not wait for each other."""
-    values = {"id": chain, "last_seq": 0, "last_hash": genesis_hash(chain)}
-    if db.session.get_bind().dialect.name == "postgresql":
-        with db.engine.begin() as connection:
-            connection.execute(pg_insert(AuditChainHead).values(values).on_conflict_do_nothing())
+    statement = insert_ignoring_conflicts(db.session, AuditChainHead, [AuditChainHead.id]).values(
+        id=chain, last_seq=0, last_hash=genesis_hash(chain)
+    )
+    connection = db.session.connection()
+    if connection.dialect.name == "postgresql":
+        with db.engine.begin() as own_transaction:
+            own_transaction.execute(statement)
     else:
-        db.session.execute(sqlite_insert(AuditChainHead).values(values).on_conflict_do_nothing())
+        connection.execute(statement)
 
 
 def _lock_head(chain: int) -> tuple[int, str]:
     """Lock one chain's head and read (last_seq, last_hash), opening the chain if it is missing."""
-    head = db.session.execute(
-        update(AuditChainHead)
-        .where(AuditChainHead.id == chain)
-        .values(last_seq=AuditChainHead.last_seq)
-        .returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
+    head = (
+        db.session.connection()
+        .execute(
+            update(AuditChainHead)
+            .where(AuditChainHead.id == chain)
+            .values(last_seq=AuditChainHead.last_seq)
+            .returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
+        )
+        .one_or_none()
+    )
     if head is None:
         _open_chain(chain)
         return _lock_head(chain)
@@ -150,7 +154,9 @@ def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event in the caller's transaction; it commits or rolls back with the change."""
+    """Append one event in the caller's transaction; it commits or rolls back with the change.
+    Written with plain SQL on the session's connection: it is the busiest write of the system
+    and needs no unit of work. The event returned is not attached to the session."""
     chain, last_seq, last_hash = _locked_head()
     event = AuditEvent(
         chain=chain,
@@ -168,14 +174,18 @@ def record(
         prev_hash=last_hash,
     )
     event.hash = event_hash(event)
-    db.session.execute(
+    connection = db.session.connection()
+    connection.execute(
         update(AuditChainHead)
         .where(AuditChainHead.id == chain)
         .values(last_seq=event.chain_seq, last_hash=event.hash)
-        .execution_options(synchronize_session=False)
     )
-    db.session.add(event)
-    db.session.flush()
+    columns = {
+        column.key: getattr(event, column.key)
+        for column in AuditEvent.__table__.columns
+        if column.key != "seq"
+    }
+    event.seq = connection.execute(insert(AuditEvent).values(columns).returning(AuditEvent.seq)).scalar_one()
     return event
 
 
@@ -219,9 +229,13 @@ def _walk(events: Iterable[AuditEvent], heads: dict[int, tuple[int, str]]) -> Ch
                 f"chain {event.chain}: its events {last_seq + 1} to {event.chain_seq - 1} are missing",
             )
         if event.prev_hash != last_hash:
-            return ChainReport(checked, event.seq, f"chain {event.chain}: does not link to the event before it")
+            return ChainReport(
+                checked, event.seq, f"chain {event.chain}: does not link to the event before it"
+            )
         if event_hash(event) != event.hash:
-            return ChainReport(checked, event.seq, f"chain {event.chain}: its content was changed after it was written")
+            return ChainReport(
+                checked, event.seq, f"chain {event.chain}: its content was changed after it was written"
+            )
         checked += 1
         ends[event.chain] = (event.chain_seq, event.hash)
     for chain in sorted(ends.keys() | heads.keys()):

@@ -16,7 +16,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from werkzeug.middleware.proxy_fix import ProxyFix
 
     from backoffice.config import load_config
-    from backoffice.db import install_sqlite_pragmas, render_migration_item
+    from backoffice.db import install_sqlite_pragmas, ping_idle_connections, render_migration_item
     from backoffice.extensions import csrf, db, limiter, login_manager, migrate
     from backoffice.i18n import init_i18n
     from backoffice.logs import configure_logging
@@ -51,6 +51,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     init_i18n(app, str(ROOT / "translations"))
     with app.app_context():
         install_sqlite_pragmas(db.engine)
+        ping_idle_connections(db.engine)
 
     _init_ports(app)
     _register_models()

@@ -187,7 +187,7 @@ def load_config(
         config["SECRET_KEY"] = _instance_secret_key(instance)
 
     config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(config["DATABASE_URL"])
-    engine_options: dict[str, Any] = {"pool_pre_ping": True}
+    engine_options: dict[str, Any] = {}  # idle connections are pinged: db.ping_idle_connections
     if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         # No server-side prepared statements: a generic plan for `IN (...)` look-ups turns into
         # sequential scans (an import went quadratic), and poolers such as PgBouncer need it too.

@@ -7,14 +7,19 @@ so SQLite and PostgreSQL both hand back timezone-aware UTC datetimes.
 from __future__ import annotations
 
 import enum
+import select
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
-from sqlalchemy import DateTime, Enum, MetaData, event, text
+from sqlalchemy import DateTime, Enum, Insert, MetaData, event, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, registry
 from sqlalchemy.types import TypeDecorator
 
@@ -91,6 +96,13 @@ class AppSession(FlaskSQLAlchemySession):
         super().close()
 
 
+def insert_ignoring_conflicts(session: Session, model: type[Base], index_elements: list[Any]) -> Insert:
+    """`INSERT ... ON CONFLICT (index_elements) DO NOTHING` for the session's database (PostgreSQL
+    and SQLite share the syntax, but SQLAlchemy builds it per dialect)."""
+    insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+    return insert(model).on_conflict_do_nothing(index_elements=index_elements)
+
+
 @contextmanager
 def savepoint(session: Session) -> Iterator[SessionTransaction]:
     """`begin_nested()` that also holds on SQLite. pysqlite only opens a transaction before DML,
@@ -113,6 +125,37 @@ def install_sqlite_pragmas(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.close()
+
+
+# A pooled connection unused for longer than this is pinged before a request gets it.
+IDLE_PING_SECONDS = 1.0
+
+
+def ping_idle_connections(engine: Engine, idle_seconds: float = IDLE_PING_SECONDS) -> None:
+    """`pool_pre_ping` without a round trip per request. Under load a connection is back in use
+    within milliseconds; it is pinged only when the server has sent something while it sat in
+    the pool (a restart or a terminated backend leaves its farewell and end of stream on the
+    socket, seen without a round trip) or when it sat idle long enough to have been dropped
+    silently (failover, firewall timeout). A failed ping makes the pool replace the connection."""
+    if engine.dialect.name == "sqlite":
+        return
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection: Any, connection_record: Any) -> None:
+        connection_record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, connection_record: Any, proxy: Any) -> None:
+        checked_in_at = connection_record.info.get("checked_in_at")
+        if checked_in_at is None:
+            return  # just connected
+        server_spoke = select.select([dbapi_connection.fileno()], [], [], 0)[0]
+        if not server_spoke and time.monotonic() - checked_in_at < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise DisconnectionError("pooled connection failed its ping") from error
 
 
 def render_migration_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:

@@ -127,15 +127,19 @@ class RqJobQueue:
                     # registry), so no later registry clean-up takes the replacement for the dead run.
                     existing.started_job_registry.cleanup()
                 existing.delete()
-        self.queue.enqueue(
-            run_job,
-            path,
-            *args,
-            job_id=job_id,
-            job_timeout=timeout,
-            failure_ttl=30 * 86400,
-            meta={"request_id": current_request_id()},
-        )
+        # One pipeline: rq would otherwise register the queue and push the job in two round trips.
+        with self.connection.pipeline() as pipeline:
+            self.queue.enqueue(
+                run_job,
+                path,
+                *args,
+                job_id=job_id,
+                job_timeout=timeout,
+                failure_ttl=30 * 86400,
+                meta={"request_id": current_request_id()},
+                pipeline=pipeline,
+            )
+            pipeline.execute()
 
     def _worker_alive(self, job: Job) -> bool:
         """A worker that stops sending heartbeats (killed, crashed, lost) is dead once the lease

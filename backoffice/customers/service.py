@@ -28,7 +28,7 @@ from backoffice.customers.models import (
     Policy,
     TokenPurpose,
 )
-from backoffice.db import utcnow
+from backoffice.db import insert_ignoring_conflicts, utcnow
 from backoffice.extensions import db
 from backoffice.identity import IdentityError, normalise_email, normalise_phone, normalise_tax_id
 from backoffice.notifications.service import pick_language, queue_email
@@ -129,19 +129,24 @@ def register(
         raise AccountError(422, "validation_error", errors)
 
     password_hash = hash_password(password)
-    existing = find_by_email(email)
-    if existing is not None:
-        _warn_existing_owner(existing, now)
+    # One statement for the usual case, a new email (no look-up first); a concurrent sign-up
+    # with the same email also lands here instead of failing on the unique index.
+    account = db.session.scalars(
+        insert_ignoring_conflicts(db.session, CustomerAccount, [CustomerAccount.email])
+        .values(
+            email=email,
+            password_hash=password_hash,
+            language=pick_language(language),
+            created_at=now,
+            terms_accepted_at=now,
+        )
+        .returning(CustomerAccount)
+    ).one_or_none()
+    if account is None:
+        existing = find_by_email(email)
+        if existing is not None:
+            _warn_existing_owner(existing, now)
         return
-    account = CustomerAccount(
-        email=email,
-        password_hash=password_hash,
-        language=pick_language(language),
-        created_at=now,
-        terms_accepted_at=now,
-    )
-    db.session.add(account)
-    db.session.flush()
     _send_verification(account, now)
     audit.record(
         "customer.registered",

@@ -4,6 +4,7 @@ irreversible"."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -11,13 +12,15 @@ from zoneinfo import ZoneInfo
 
 from babel import Locale
 from babel.dates import format_date, format_datetime, get_day_names
-from flask import current_app, request
+from flask import abort, current_app, request
 from flask_babel import get_locale
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
 from backoffice.audit import Actor
+from backoffice.extensions import db
 from backoffice.i18n import DEFAULT_LANGUAGE
+from backoffice.storage import StorageError, content_disposition
 
 
 def client_ip() -> str | None:
@@ -84,3 +87,18 @@ def confirmation_page(view: Any, message: str, *, cancel_url: str) -> str:
         cancel_url=cancel_url,
         form=FlaskForm(),
     )
+
+
+def evidence_download(build: Callable[[], Any]) -> Any:
+    """Send an evidence bundle as a ZIP attachment. `build` audits the download in the request's
+    transaction: committed with the download, rolled back (503) when storage cannot be read."""
+    try:
+        bundle = build()
+    except StorageError:
+        db.session.rollback()
+        abort(503)
+    db.session.commit()
+    response = current_app.response_class(bundle.data, mimetype="application/zip")
+    response.headers["Content-Disposition"] = content_disposition(bundle.filename, inline=False)
+    response.headers["Cache-Control"] = "private, no-store"
+    return response

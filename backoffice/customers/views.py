@@ -17,7 +17,7 @@ from backoffice.otp import OtpChallenge, OtpCode
 from backoffice.signing.models import SignedContract
 from backoffice.staff.models import Role
 from backoffice.storage import StorageError, content_disposition
-from backoffice.web import staff_actor
+from backoffice.web import evidence_download, staff_actor
 
 
 def _challenge_summary(registration: EcustomerRegistration) -> dict[str, int]:
@@ -84,16 +84,7 @@ class EcustomerRegistrationView(RoleView):
         registration = db.session.get(EcustomerRegistration, registration_id)
         if registration is None:
             abort(404)
-        try:
-            bundle = evidence.registration_bundle(registration, actor=staff_actor())
-        except StorageError:
-            db.session.rollback()
-            abort(503)
-        db.session.commit()
-        response = current_app.response_class(bundle.data, mimetype="application/zip")
-        response.headers["Content-Disposition"] = content_disposition(bundle.filename, inline=False)
-        response.headers["Cache-Control"] = "private, no-store"
-        return response
+        return evidence_download(lambda: evidence.registration_bundle(registration, actor=staff_actor()))
 
     @expose("/contract/<int:contract_id>/download")
     def download(self, contract_id: int):

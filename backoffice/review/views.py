@@ -28,8 +28,16 @@ from backoffice.review.models import (
 )
 from backoffice.review.states import STATUS_LABELS, IllegalTransition
 from backoffice.staff.models import Role, StaffUser
-from backoffice.storage import StorageError, content_disposition
-from backoffice.web import confirmation_page, confirmed, local, reader_locale, staff_actor, weekday_name
+from backoffice.storage import StorageError
+from backoffice.web import (
+    confirmation_page,
+    confirmed,
+    evidence_download,
+    local,
+    reader_locale,
+    staff_actor,
+    weekday_name,
+)
 
 SLA_LABELS = {
     "on_track": _l("On track"),
@@ -288,16 +296,7 @@ class ReviewQueueView(RoleBaseView):
     def evidence_bundle(self, application_id: str):
         """Everything the application's sign-up left, as one ZIP; taking it is audited."""
         application = self._application(application_id)
-        try:
-            bundle = evidence.application_bundle(application, actor=staff_actor())
-        except StorageError:
-            db.session.rollback()
-            abort(503)
-        db.session.commit()
-        response = current_app.response_class(bundle.data, mimetype="application/zip")
-        response.headers["Content-Disposition"] = content_disposition(bundle.filename, inline=False)
-        response.headers["Cache-Control"] = "private, no-store"
-        return response
+        return evidence_download(lambda: evidence.application_bundle(application, actor=staff_actor()))
 
     @expose("/<application_id>/documents/<int:document_id>/view")
     def view_document(self, application_id: str, document_id: int):

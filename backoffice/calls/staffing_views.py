@@ -26,7 +26,7 @@ from backoffice.calls.models import AgentAbsence, AgentShift
 from backoffice.extensions import db
 from backoffice.review.service import calendar
 from backoffice.staff.models import Role, StaffUser
-from backoffice.web import staff_actor
+from backoffice.web import local, staff_actor
 
 WEEKDAY_NAMES = (
     _l("Monday"),
@@ -154,7 +154,7 @@ class StaffingView(RoleBaseView):
                 shift_form=shift_form,
                 absence_form=absence_form,
                 problem=lambda shift: staffing.shift_problem(shift, business),
-                local=lambda moment: _local(moment, business),
+                local=local,
             ),
             status,
         )
@@ -261,7 +261,7 @@ class StaffingView(RoleBaseView):
                 form.ends_at.data.date(), form.ends_at.data.time(), business=business, field="ends_at"
             )
             absence = staffing.add_absence(agent, starts_at, ends_at, form.reason.data, actor=staff_actor())
-            summary = _absence_text(absence, agent, business)
+            summary = _absence_text(absence, agent)
             db.session.commit()
         except staffing.StaffingError as exc:
             db.session.rollback()
@@ -275,7 +275,7 @@ class StaffingView(RoleBaseView):
         absence = db.session.get(AgentAbsence, absence_id)
         if absence is None:
             abort(404)
-        summary = _absence_text(absence, absence.agent, calendar())
+        summary = _absence_text(absence, absence.agent)
         form = ConfirmForm()
         if form.validate_on_submit():
             staffing.delete_absence(absence, actor=staff_actor())
@@ -297,20 +297,15 @@ class StaffingView(RoleBaseView):
         return shift
 
 
-def _local(moment: datetime, business: BusinessCalendar) -> str:
-    """A UTC instant as staff read it: in the business time zone."""
-    return moment.astimezone(business.tz).strftime("%a %d %b %Y %H:%M")
-
-
 def _shift_text(shift: AgentShift, agent: StaffUser) -> str:
     return f"{agent.name}, {WEEKDAY_NAMES[shift.weekday]} {shift.starts:%H:%M}-{shift.ends:%H:%M}"
 
 
-def _absence_text(absence: AgentAbsence, agent: StaffUser, business: BusinessCalendar) -> str:
+def _absence_text(absence: AgentAbsence, agent: StaffUser) -> str:
     return _(
         "%(agent)s, %(starts)s to %(ends)s (%(reason)s)",
         agent=agent.name,
-        starts=_local(absence.starts_at, business),
-        ends=_local(absence.ends_at, business),
+        starts=local(absence.starts_at),
+        ends=local(absence.ends_at),
         reason=absence.reason,
     )

@@ -5,9 +5,6 @@ Views parse and render; the rules (file checks, one run at a time, the job) live
 
 from __future__ import annotations
 
-from datetime import datetime
-from zoneinfo import ZoneInfo
-
 from flask import abort, current_app, flash, jsonify, redirect, request, send_file, url_for
 from flask_admin import expose
 from flask_babel import gettext as _
@@ -24,7 +21,7 @@ from backoffice.customers.models import ImportRun
 from backoffice.extensions import db
 from backoffice.staff.models import Role, StaffUser
 from backoffice.storage import StorageError, content_disposition
-from backoffice.web import staff_actor
+from backoffice.web import local, staff_actor
 
 STATUS_STYLES = {"queued": "secondary", "running": "info", "done": "success", "failed": "danger"}
 STATUS_LABELS = {
@@ -64,13 +61,6 @@ def upload_limit() -> int:
 
 def _size(size: int) -> str:
     return f"{size / (1024 * 1024):.0f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB"
-
-
-def local(moment: datetime | None) -> str:
-    """A UTC instant as staff read it: in the business time zone."""
-    if moment is None:
-        return ""
-    return moment.astimezone(ZoneInfo(current_app.config["BUSINESS_TZ"])).strftime("%a %d %b %Y %H:%M:%S")
 
 
 class ImportView(RoleBaseView):

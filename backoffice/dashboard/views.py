@@ -17,8 +17,8 @@ from backoffice.calls.models import CallOutcome
 from backoffice.dashboard import charts, service
 from backoffice.db import utcnow
 from backoffice.extensions import db
-from backoffice.review.service import calendar
 from backoffice.staff.models import Role
+from backoffice.web import local as staff_local
 from backoffice.web import staff_actor
 
 
@@ -73,7 +73,7 @@ def _period_error(error: service.PeriodError) -> str:
 
 def local(moment: datetime | None) -> str:
     """A UTC instant as staff read it: in the business time zone."""
-    return "—" if moment is None else moment.astimezone(calendar().tz).strftime("%a %d %b %Y %H:%M")
+    return "—" if moment is None else staff_local(moment)
 
 
 def percent(rate: float | None) -> str:

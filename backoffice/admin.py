@@ -98,6 +98,7 @@ def build_admin(app: Flask) -> Admin:
     from backoffice.calls.views import CallConsoleView, CallSlaView
     from backoffice.customers.case_views import CaseQueueView
     from backoffice.customers.import_views import ImportView
+    from backoffice.customers.linked_views import LinkedAccountsView
     from backoffice.customers.views import EcustomerRegistrationView
     from backoffice.dashboard.views import DashboardView
     from backoffice.extensions import db
@@ -143,6 +144,11 @@ def build_admin(app: Flask) -> Admin:
         )
     )
     admin.add_view(CaseQueueView(name=_l("Association"), endpoint="association", url="/admin/association"))
+    admin.add_view(
+        LinkedAccountsView(
+            name=_l("Linked accounts"), endpoint="linked_accounts", url="/admin/linked-accounts"
+        )
+    )
     admin.add_view(
         StaffView(StaffUser, db, name=_l("Staff"), endpoint="staff", category=_l("Administration"))
     )

@@ -23,6 +23,7 @@ VIEW_ACCESS = {
     "/admin/operations/": ADMIN_ONLY,
     "/admin/dev-mailbox/": EVERY_ROLE,
     "/admin/association/": {Role.ASSOCIATION_CLERK, Role.SUPERVISOR},
+    "/admin/linked-accounts/": {Role.ADMIN, Role.SUPERVISOR},
     "/admin/imports/": {Role.ASSOCIATION_CLERK, Role.SUPERVISOR, Role.ADMIN},
 }
 

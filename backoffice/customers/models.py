@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backoffice.db import utcnow, value_enum
@@ -86,6 +86,15 @@ class CustomerAccount(db.Model):
     """A portal account. Individuals sign in with their email; e-Customers with their tax ID."""
 
     __tablename__ = "customer_accounts"
+    __table_args__ = (
+        # The linked-accounts list's order (customers/linked.py): newest link first, by pages.
+        Index(
+            "ix_customer_accounts_link_order",
+            "association_status",
+            text("coalesce(linked_at, created_at)"),
+            "id",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(255), unique=True)

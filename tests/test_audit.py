@@ -235,9 +235,9 @@ def test_a_second_writer_takes_another_chain_instead_of_waiting(app):
     assert verify_chain().ok
 
 
-def test_audit_chains_must_be_a_sensible_number():
+def test_audit_chains_must_be_a_sensible_number(tmp_path):
     with pytest.raises(ConfigError, match="AUDIT_CHAINS"):
-        load_config({"AUDIT_CHAINS": "0"}, "/tmp/instance")
+        load_config({"AUDIT_CHAINS": "0"}, str(tmp_path))
 
 
 def test_cli_verify_exits_non_zero_on_a_broken_chain(app):

@@ -86,10 +86,13 @@ def _locked_head() -> tuple[int, int, str]:
 
 def _free_head(chains: int) -> tuple[int, int, str]:
     """Lock the head of a chain no other transaction is writing to. A new chain is opened only
-    when every open one is busy, so the log has as many chains as writers ever overlapped (one
-    on SQLite, which has a single writer and no row locks). With `chains` open and all busy,
-    wait for a random one."""
+    when every open one is busy, so the log has as many chains as writers ever overlapped. With
+    `chains` open and all busy, wait for a random one. SQLite has a single writer and no row
+    locks: it writes one chain, whose head is locked (with the whole database) by writing to it
+    before reading it."""
     connection = db.session.connection()
+    if connection.dialect.name != "postgresql":
+        return (1, *_lock_head(1))
     while True:
         free = connection.execute(
             select(AuditChainHead.id, AuditChainHead.last_seq, AuditChainHead.last_hash)

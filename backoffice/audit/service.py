@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy import event as sqlalchemy_event
-from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, SessionTransaction
 
 from backoffice.audit.models import AuditChainHead, AuditEvent, genesis_hash
@@ -19,6 +19,29 @@ from backoffice.db import insert_ignoring_conflicts, utcnow
 from backoffice.extensions import db
 
 CHAIN_KEY = "audit_chain"
+
+# Built once: the audit write runs in almost every transaction, and building and caching a
+# statement per call cost more client time than its round trip.
+_FREE_HEAD = (
+    select(AuditChainHead.id, AuditChainHead.last_seq, AuditChainHead.last_hash)
+    .where(AuditChainHead.id <= bindparam("chains"))
+    .order_by(func.random())
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+_LOCK_HEAD = (
+    update(AuditChainHead)
+    .where(AuditChainHead.id == bindparam("chain"))
+    .values(last_seq=AuditChainHead.last_seq)
+    .returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
+)
+_ADVANCE_HEAD = (
+    update(AuditChainHead)
+    .where(AuditChainHead.id == bindparam("chain"))
+    .values(last_seq=bindparam("new_seq"), last_hash=bindparam("new_hash"))
+)
+_EVENT_COLUMNS = tuple(column.key for column in AuditEvent.__table__.columns if column.key != "seq")
+_INSERT_EVENT = insert(AuditEvent).returning(AuditEvent.seq)
 
 
 @dataclass(frozen=True)
@@ -94,13 +117,7 @@ def _free_head(chains: int) -> tuple[int, int, str]:
     if connection.dialect.name != "postgresql":
         return (1, *_lock_head(1))
     while True:
-        free = connection.execute(
-            select(AuditChainHead.id, AuditChainHead.last_seq, AuditChainHead.last_hash)
-            .where(AuditChainHead.id <= chains)
-            .order_by(func.random())
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).one_or_none()
+        free = connection.execute(_FREE_HEAD, {"chains": chains}).one_or_none()
         if free is not None:
             return free.id, free.last_seq, free.last_hash
         unopened = set(range(1, chains + 1)) - set(connection.scalars(select(AuditChainHead.id)))
@@ -126,16 +143,7 @@ def _open_chain(chain: int) -> None:
 
 def _lock_head(chain: int) -> tuple[int, str]:
     """Lock one chain's head and read (last_seq, last_hash), opening the chain if it is missing."""
-    head = (
-        db.session.connection()
-        .execute(
-            update(AuditChainHead)
-            .where(AuditChainHead.id == chain)
-            .values(last_seq=AuditChainHead.last_seq)
-            .returning(AuditChainHead.last_seq, AuditChainHead.last_hash)
-        )
-        .one_or_none()
-    )
+    head = db.session.connection().execute(_LOCK_HEAD, {"chain": chain}).one_or_none()
     if head is None:
         _open_chain(chain)
         return _lock_head(chain)
@@ -178,17 +186,9 @@ def record(
     )
     event.hash = event_hash(event)
     connection = db.session.connection()
-    connection.execute(
-        update(AuditChainHead)
-        .where(AuditChainHead.id == chain)
-        .values(last_seq=event.chain_seq, last_hash=event.hash)
-    )
-    columns = {
-        column.key: getattr(event, column.key)
-        for column in AuditEvent.__table__.columns
-        if column.key != "seq"
-    }
-    event.seq = connection.execute(insert(AuditEvent).values(columns).returning(AuditEvent.seq)).scalar_one()
+    connection.execute(_ADVANCE_HEAD, {"chain": chain, "new_seq": event.chain_seq, "new_hash": event.hash})
+    row = {column: getattr(event, column) for column in _EVENT_COLUMNS}
+    event.seq = connection.execute(_INSERT_EVENT, row).scalar_one()
     return event
 
 

@@ -55,7 +55,7 @@ from typing import Any
 
 from flask import current_app, g
 from flask_babel import gettext as _
-from sqlalchemy import ColumnElement, Select, and_, exists, false, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, false, or_, select, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -251,25 +251,39 @@ def claim_next(reviewer: StaffUser, *, actor: Actor, now: datetime | None = None
     return _claim_next_compare_and_set(reviewer, actor=actor, now=now, stale_before=stale_before)
 
 
+# Claim-next's statements, built once (it runs back to back under load, and building a
+# statement per call cost as much client time as running it).
+_LOCK_REVIEWER = (
+    # FOR NO KEY UPDATE leaves foreign-key checks on the staff row alone.
+    select(StaffUser.id).where(StaffUser.id == bindparam("reviewer_id")).with_for_update(key_share=True)
+)
+_HELD = (
+    select(Application)
+    .where(_live_claim_of(bindparam("reviewer_id"), bindparam("stale_before")))
+    .order_by(Application.call_deadline, Application.id)
+    .limit(1)
+    .execution_options(populate_existing=True)
+)
+_HELD_LOCKED = _HELD.with_for_update(key_share=True)
+_NEXT_CLAIMABLE = (
+    select(Application)
+    .where(_claimable(bindparam("stale_before")))
+    .order_by(Application.call_deadline, Application.id)
+    .limit(1)
+    .with_for_update(skip_locked=True, key_share=True)
+    .execution_options(populate_existing=True)
+)
+
+
 def _lock_reviewer(reviewer: StaffUser) -> None:
-    """PostgreSQL: serialise one reviewer's claims (FOR NO KEY UPDATE leaves foreign-key checks
-    on the staff row alone)."""
-    db.session.execute(
-        select(StaffUser.id).where(StaffUser.id == reviewer.id).with_for_update(key_share=True)
-    ).one()
+    """PostgreSQL: serialise one reviewer's claims."""
+    db.session.execute(_LOCK_REVIEWER, {"reviewer_id": reviewer.id}).one()
 
 
 def _held_by(reviewer: StaffUser, stale_before: datetime, *, lock: bool) -> Application | None:
-    statement = (
-        select(Application)
-        .where(_live_claim_of(reviewer.id, stale_before))
-        .order_by(Application.call_deadline, Application.id)
-        .limit(1)
-        .execution_options(populate_existing=True)
-    )
-    if lock:
-        statement = statement.with_for_update(key_share=True)
-    return db.session.execute(statement).scalar_one_or_none()
+    return db.session.execute(
+        _HELD_LOCKED if lock else _HELD, {"reviewer_id": reviewer.id, "stale_before": stale_before}
+    ).scalar_one_or_none()
 
 
 def _claim_next_with_row_locks(
@@ -281,14 +295,7 @@ def _claim_next_with_row_locks(
         held.last_activity_at = now
         db.session.flush()
         return held
-    candidate = db.session.execute(
-        select(Application)
-        .where(_claimable(stale_before))
-        .order_by(Application.call_deadline, Application.id)
-        .limit(1)
-        .with_for_update(skip_locked=True, key_share=True)
-        .execution_options(populate_existing=True)
-    ).scalar_one_or_none()
+    candidate = db.session.execute(_NEXT_CLAIMABLE, {"stale_before": stale_before}).scalar_one_or_none()
     if candidate is None:
         return None
     return _hand_over(

@@ -264,7 +264,15 @@ _HELD = (
     .limit(1)
     .execution_options(populate_existing=True)
 )
-_HELD_LOCKED = _HELD.with_for_update(key_share=True)
+# Only the id: the usual answer is "nothing held", and every column of an empty result still
+# costs client time to describe.
+_HELD_LOCKED_ID = (
+    select(Application.id)
+    .where(_live_claim_of(bindparam("reviewer_id"), bindparam("stale_before")))
+    .order_by(Application.call_deadline, Application.id)
+    .limit(1)
+    .with_for_update(key_share=True)
+)
 _NEXT_CLAIMABLE = (
     select(Application)
     .where(_claimable(bindparam("stale_before")))
@@ -281,9 +289,13 @@ def _lock_reviewer(reviewer: StaffUser) -> None:
 
 
 def _held_by(reviewer: StaffUser, stale_before: datetime, *, lock: bool) -> Application | None:
-    return db.session.execute(
-        _HELD_LOCKED if lock else _HELD, {"reviewer_id": reviewer.id, "stale_before": stale_before}
-    ).scalar_one_or_none()
+    parameters = {"reviewer_id": reviewer.id, "stale_before": stale_before}
+    if not lock:
+        return db.session.execute(_HELD, parameters).scalar_one_or_none()
+    held_id = db.session.execute(_HELD_LOCKED_ID, parameters).scalar_one_or_none()
+    if held_id is None:
+        return None
+    return db.session.get(Application, held_id, populate_existing=True)
 
 
 def _claim_next_with_row_locks(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +162,54 @@ def csrf_token_from(client: FlaskClient, url: str) -> str:
     match = CSRF_FIELD.search(page)
     assert match, f"no CSRF token on {url}"
     return match.group(1)
+
+
+# S3: moto's server over HTTP, as the storage and reliability tests use it.
+AWS_REGION = "eu-west-1"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch, tmp_path) -> None:
+    """Dummy credentials, and nothing read from the developer's own AWS set-up."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def s3_client(moto_endpoint, aws_credentials):
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name=AWS_REGION)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def bucket(s3_client) -> str:
+    name = f"ventanilla-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
+    return name

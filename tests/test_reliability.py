@@ -11,12 +11,10 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import boto3
 import pytest
 import time_machine
 from flask import Flask
@@ -54,7 +52,6 @@ from tests.faults import (
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIL_DOMAIN = "ventanilla.invalid"  # of the default MAIL_FROM: the Message-ID's right-hand side
-AWS_REGION = "eu-west-1"
 TAX_ID = "12345678Z"
 HOLDER_EMAIL = "maria.garcia@correo.example"
 HOLDER_PHONE = "+34612345612"
@@ -380,46 +377,9 @@ def test_a_worker_killed_mid_delivery_is_replaced_and_the_message_goes_out_once(
 # --- S3 down ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def aws_credentials(monkeypatch, tmp_path) -> None:
-    """Dummy credentials, and nothing read from the developer's own AWS set-up."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def s3_client(moto_url, aws_credentials):
-    client = boto3.client("s3", endpoint_url=moto_url, region_name=AWS_REGION)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def bucket(s3_client) -> str:
-    name = f"ventanilla-{uuid.uuid4().hex[:16]}"
-    s3_client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
-    return name
-
-
-@pytest.fixture
-def s3(moto_url) -> Iterator[S3Endpoint]:
-    endpoint = S3Endpoint(moto_url)
+def s3(moto_endpoint) -> Iterator[S3Endpoint]:
+    endpoint = S3Endpoint(moto_endpoint)
     endpoint.start()
     yield endpoint
     endpoint.stop()

@@ -8,12 +8,10 @@ import random
 import re
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
-import boto3
 import pytest
 import requests
 import time_machine
@@ -476,52 +474,10 @@ def test_content_disposition_keeps_the_utf8_name_for_modern_browsers():
 
 # --- S3 through moto's real HTTP server ---------------------------------------------------------
 
-AWS_REGION = "eu-west-1"
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
 
 @pytest.fixture(autouse=True)
-def dummy_aws_credentials(monkeypatch, tmp_path):
-    """Dummy credentials, and nothing read from the developer's own AWS set-up."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    for name in (
-        "AWS_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_SECURITY_TOKEN",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_S3",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def s3_client(moto_endpoint):
-    client = boto3.client("s3", endpoint_url=moto_endpoint, region_name=AWS_REGION)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def bucket(s3_client) -> str:
-    name = f"ventanilla-{uuid.uuid4().hex[:16]}"
-    s3_client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
-    return name
+def dummy_aws_credentials(aws_credentials):
+    """Every test here, S3 or not, runs without the developer's own AWS set-up."""
 
 
 @pytest.fixture

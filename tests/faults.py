@@ -178,21 +178,31 @@ class SmtpSink:
 
 
 class SmsGateway:
-    """The SMS provider's webhook on loopback: keeps each POST's Idempotency-Key and body."""
+    """A local SMS gateway: records every POST and answers with `status` (or, with `hold`,
+    does not answer until the test releases it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 200, hold: bool = False) -> None:
+        self.status = status
+        self.hold = hold
+        self.release = threading.Event()
         self.requests: list[dict] = []
         gateway = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                gateway.requests.append({"key": self.headers.get("Idempotency-Key"), "body": body})
-                self.send_response(200)
+                length = int(self.headers.get("Content-Length", 0))
+                gateway.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": self.rfile.read(length)}
+                )
+                if gateway.hold:
+                    gateway.release.wait()
+                    return  # the client has long given up; close without an answer
+                body = b'{"error": "gateway exploded"}' if gateway.status >= 300 else b'{"id": "sms-1"}'
+                self.send_response(gateway.status)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(body)
 
             def log_message(self, format, *args) -> None:
                 pass
@@ -205,10 +215,12 @@ class SmsGateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/sms"
 
-    def keys(self) -> list[str]:
-        return [request["key"] for request in self.requests]
+    def keys(self) -> list[str | None]:
+        """The Idempotency-Key of each request, in order."""
+        return [request["headers"].get("Idempotency-Key") for request in self.requests]
 
     def close(self) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
         self.thread.join()

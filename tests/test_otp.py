@@ -22,7 +22,7 @@ from backoffice.otp import OtpChallenge, OtpCode, OtpError
 from backoffice.staff.models import Role
 from tests.conftest import TEST_SECRET_KEY
 from tests.factories import signed_in_client
-from tests.test_sms_webhook import Gateway
+from tests.faults import SmsGateway
 
 PHONE = "+34612345678"
 OTHER_PHONE = "+34687654321"
@@ -432,7 +432,7 @@ def test_the_sms_says_only_the_code_its_purpose_and_its_lifetime(app, language, 
 
 @pytest.fixture
 def gateway():
-    gateway = Gateway()
+    gateway = SmsGateway()
     yield gateway
     gateway.close()
 
@@ -465,7 +465,7 @@ def test_other_sms_keep_their_text_after_a_real_delivery(make_app, gateway):
 
 
 def test_a_given_up_code_sms_keeps_its_text_for_an_admin_retry(make_app):
-    gateway = Gateway(status=422)
+    gateway = SmsGateway(status=422)
     try:
         with make_app(SMS_WEBHOOK_URL=gateway.url, REDIS_URL=None).app_context():
             open_challenge()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import select
@@ -14,63 +12,19 @@ from backoffice.extensions import db
 from backoffice.notifications import service
 from backoffice.notifications.adapters import DeliveryError, WebhookSmsSender
 from backoffice.notifications.models import OutboxMessage, OutboxStatus
+from tests.faults import SmsGateway
 
 PHONE = "+34612345678"
 ES_SMS = "Ventanilla: mensaje de prueba. Si lo recibe, el envío de SMS funciona."
 EN_SMS = "Ventanilla: test message. If you received it, SMS delivery works."
 
 
-class Gateway:
-    """A local SMS gateway: records every POST and answers with `status` (or, with `hold`,
-    does not answer until the test releases it)."""
-
-    def __init__(self, status: int = 200, hold: bool = False) -> None:
-        self.status = status
-        self.hold = hold
-        self.release = threading.Event()
-        self.requests: list[dict] = []
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                gateway.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": self.rfile.read(length)}
-                )
-                if gateway.hold:
-                    gateway.release.wait()
-                    return  # the client has long given up; close without an answer
-                body = b'{"error": "gateway exploded"}' if gateway.status >= 300 else b'{"id": "sms-1"}'
-                self.send_response(gateway.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/sms"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
 @pytest.fixture
 def start_gateway():
-    gateways: list[Gateway] = []
+    gateways: list[SmsGateway] = []
 
-    def start(**options) -> Gateway:
-        gateway = Gateway(**options)
+    def start(**options) -> SmsGateway:
+        gateway = SmsGateway(**options)
         gateways.append(gateway)
         return gateway
 
@@ -80,7 +34,7 @@ def start_gateway():
 
 
 @pytest.fixture
-def gateway(start_gateway) -> Gateway:
+def gateway(start_gateway) -> SmsGateway:
     return start_gateway()
 
 

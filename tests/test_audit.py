@@ -8,7 +8,7 @@ from sqlalchemy.exc import DatabaseError
 from backoffice import audit
 from backoffice.admin import UTCBetweenFilter
 from backoffice.audit.models import AuditEvent, genesis_hash
-from backoffice.audit.service import CHAIN_KEY, Actor, verify_chain
+from backoffice.audit.service import CHAIN_KEY, Actor, event_hash, verify_chain
 from backoffice.config import ConfigError, load_config
 from backoffice.db import savepoint
 from backoffice.extensions import db
@@ -233,6 +233,50 @@ def test_a_second_writer_takes_another_chain_instead_of_waiting(app):
 
     assert outcome == [2]
     assert verify_chain().ok
+
+
+def test_any_content_is_hashed_as_event_hash_defines(app):
+    """On PostgreSQL the database computes the hash; it must be the one `audit verify` recomputes."""
+    tricky = [
+        {"subject_id": None, "before": None, "after": None},
+        {
+            "subject_id": 'quote " and \\ backslash',
+            "before": {"name": "Peña Ñúñez €"},
+            "after": {"n": [1, None]},
+        },
+        {
+            "subject_id": "emoji 🎉",
+            "before": {"nested": {"prev_hash": "x", "seq": 1}},
+            "after": {"text": "a\nb"},
+        },
+    ]
+    for content in tricky:
+        audit.record("customer.updated", actor=ACTOR, subject_type="customer_account", **content)
+    db.session.commit()
+
+    events = db.session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
+    assert [event_hash(event) for event in events] == [event.hash for event in events]
+    assert verify_chain().ok
+
+
+@requires_postgres
+def test_postgres_writes_an_event_in_one_statement(app):
+    _write_events(1)  # opens chain 1
+    statements = []
+
+    def listener(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        audit.record("application.approved", actor=ACTOR, subject_type="application", subject_id=1)
+        audit.record("application.rejected", actor=ACTOR, subject_type="application", subject_id=2)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+    db.session.commit()
+
+    assert len(statements) == 2
+    assert verify_chain().ok and verify_chain().checked == 3
 
 
 def test_audit_chains_must_be_a_sensible_number(tmp_path):

@@ -6,12 +6,13 @@ from __future__ import annotations
 import io
 import itertools
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from stdnum.es import cif
 
 from backoffice.audit import Actor
@@ -827,6 +828,60 @@ def test_sixteen_concurrent_reviewers_get_every_application_exactly_once_on_post
     assert db.session.scalar(
         select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "application.in_review")
     ) == len(pool)
+
+
+@requires_postgres
+def test_a_reviewers_second_request_waits_and_gets_the_claim_the_first_made(app):
+    """A double click: the second claim-next waits for the first's transaction and hands back
+    the application it claimed, never a second one."""
+    _pool(2)
+    user = reviewer()
+    db.session.commit()
+    first = queue.claim_next(user, actor=as_actor(user), now=NOW)  # not committed yet
+    second: list[str | None] = []
+    errors: list[BaseException] = []
+
+    def double_click() -> None:
+        try:
+            with app.app_context():
+                again = db.session.get(StaffUser, user.id)
+                got = queue.claim_next(again, actor=as_actor(again), now=NOW)
+                second.append(got.id if got else None)
+                db.session.commit()
+                db.session.remove()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=double_click)
+    thread.start()
+    _wait_until_a_backend_waits_for_a_lock()
+    db.session.commit()
+    thread.join(timeout=30)
+
+    assert errors == []
+    assert second == [first.id]
+    claimed = db.session.scalars(
+        select(RepresentativeApplication.id).where(RepresentativeApplication.claimed_by_id == user.id)
+    ).all()
+    assert claimed == [first.id]
+
+
+def _wait_until_a_backend_waits_for_a_lock(timeout: float = 10.0) -> None:
+    """Block until another session of this database is queued on a row lock."""
+    deadline = time.monotonic() + timeout
+    with db.engine.connect() as connection:
+        while time.monotonic() < deadline:
+            waiting = connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+            )
+            connection.rollback()
+            if waiting:
+                return
+            time.sleep(0.01)
+    raise AssertionError("the second request never queued on the reviewer's lock")
 
 
 def test_a_few_concurrent_reviewers_get_every_application_exactly_once(app):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.orm import Session, SessionTransaction
 
@@ -49,6 +49,50 @@ _INSERT_EVENT_ADVANCING_HEAD = (
 )
 
 
+# PostgreSQL, usually: choosing and locking a chain's head, inserting the event and advancing
+# the head are one statement. The hash is computed by the database on the canonical content
+# `event_hash` defines, which the client sends split around the two values only the head knows
+# (`_hash_around_link`). No row comes back when the head it looks for is busy or missing; then
+# the event is written step by step.
+_LINKED_COLUMNS = ("chain", "chain_seq", "prev_hash", "hash")
+_CONTENT_COLUMNS = tuple(column for column in _EVENT_COLUMNS if column not in _LINKED_COLUMNS)
+_APPEND = """
+WITH head AS (
+    SELECT id, last_seq, last_hash FROM audit_chain_head WHERE {head}
+    ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED
+), appended AS (
+    INSERT INTO audit_events ({linked}, {content})
+    SELECT id, last_seq + 1, last_hash,
+           encode(sha256(convert_to(
+               CAST(:hash_prefix AS text) || last_hash || '","seq":' || (last_seq + 1)
+               || CAST(:hash_suffix AS text), 'UTF8')), 'hex'),
+           {values}
+    FROM head
+    RETURNING seq, chain, chain_seq, prev_hash, hash
+), advanced AS (
+    UPDATE audit_chain_head SET last_seq = appended.chain_seq, last_hash = appended.hash
+    FROM appended WHERE audit_chain_head.id = appended.chain
+)
+SELECT seq, chain, chain_seq, prev_hash, hash FROM appended
+"""
+
+
+def _append_statement(head: str) -> Any:
+    columns = AuditEvent.__table__.columns
+    return text(
+        _APPEND.format(
+            head=head,
+            linked=", ".join(_LINKED_COLUMNS),
+            content=", ".join(_CONTENT_COLUMNS),
+            values=", ".join(f":{column}" for column in _CONTENT_COLUMNS),
+        )
+    ).bindparams(*(bindparam(column, type_=columns[column].type) for column in _CONTENT_COLUMNS))
+
+
+_APPEND_ON_FREE_CHAIN = _append_statement("id <= :chains")
+_APPEND_ON_OWN_CHAIN = _append_statement("id = :chain")
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who did something: a staff user, a customer, or the system itself (jobs, imports)."""
@@ -78,11 +122,8 @@ def _plain_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
     return json.loads(json.dumps(value, default=str))
 
 
-def event_hash(event: AuditEvent) -> str:
-    """The chain's own position is hashed as "seq" (chain 1 was once the whole log, numbered
-    the same way); the chain itself is bound by its genesis, which every later link inherits."""
-    content = {
-        "seq": event.chain_seq,
+def _content(event: AuditEvent) -> dict[str, Any]:
+    return {
         "occurred_at": event.occurred_at.isoformat(),
         "actor_kind": event.actor_kind,
         "actor_id": event.actor_id,
@@ -93,10 +134,27 @@ def event_hash(event: AuditEvent) -> str:
         "before": event.before,
         "after": event.after,
         "ip": event.ip,
-        "prev_hash": event.prev_hash,
     }
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _canonical(content: dict[str, Any]) -> str:
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_hash(event: AuditEvent) -> str:
+    """The chain's own position is hashed as "seq" (chain 1 was once the whole log, numbered
+    the same way); the chain itself is bound by its genesis, which every later link inherits."""
+    content = _content(event) | {"seq": event.chain_seq, "prev_hash": event.prev_hash}
+    return hashlib.sha256(_canonical(content).encode()).hexdigest()
+
+
+def _hash_around_link(event: AuditEvent) -> tuple[str, str]:
+    """`event_hash`'s canonical text is `prefix + prev_hash + '","seq":' + seq + suffix`: the
+    keys sort as (everything before "prev_hash"), "prev_hash", "seq", (subject_id, subject_type)."""
+    content = _content(event)
+    before_link = {key: value for key, value in content.items() if key < "prev_hash"}
+    after_link = {key: value for key, value in content.items() if key > "seq"}
+    return _canonical(before_link)[:-1] + ',"prev_hash":"', "," + _canonical(after_link)[1:]
 
 
 def _locked_head() -> tuple[int, int, str]:
@@ -173,10 +231,7 @@ def record(
     """Append one event in the caller's transaction; it commits or rolls back with the change.
     Written with plain SQL on the session's connection: it is the busiest write of the system
     and needs no unit of work. The event returned is not attached to the session."""
-    chain, last_seq, last_hash = _locked_head()
     event = AuditEvent(
-        chain=chain,
-        chain_seq=last_seq + 1,
         occurred_at=utcnow(),
         actor_kind=actor.kind,
         actor_id=actor.id,
@@ -187,10 +242,15 @@ def record(
         before=_plain_json(before),
         after=_plain_json(after),
         ip=actor.ip,
-        prev_hash=last_hash,
     )
-    event.hash = event_hash(event)
     connection = db.session.connection()
+    if connection.dialect.name == "postgresql" and _append_in_one_statement(connection, event):
+        return event
+    chain, last_seq, last_hash = _locked_head()
+    event.chain = chain
+    event.chain_seq = last_seq + 1
+    event.prev_hash = last_hash
+    event.hash = event_hash(event)
     row = {column: getattr(event, column) for column in _EVENT_COLUMNS}
     head = {"head_chain": chain, "head_seq": event.chain_seq, "head_hash": event.hash}
     if connection.dialect.name == "postgresql":
@@ -199,6 +259,25 @@ def record(
         connection.execute(_ADVANCE_HEAD, head)
         event.seq = connection.execute(_INSERT_EVENT, row).scalar_one()
     return event
+
+
+def _append_in_one_statement(connection: Any, event: AuditEvent) -> bool:
+    """PostgreSQL: lock a free head (or this transaction's own), insert and link the event and
+    advance the head in one round trip. False, with nothing written, when no such head is free."""
+    chain = db.session.info.get(CHAIN_KEY)
+    hash_prefix, hash_suffix = _hash_around_link(event)
+    parameters = {column: getattr(event, column) for column in _CONTENT_COLUMNS}
+    parameters |= {"hash_prefix": hash_prefix, "hash_suffix": hash_suffix}
+    if chain is None:
+        statement, parameters["chains"] = _APPEND_ON_FREE_CHAIN, current_app.config["AUDIT_CHAINS"]
+    else:
+        statement, parameters["chain"] = _APPEND_ON_OWN_CHAIN, chain
+    appended = connection.execute(statement, parameters).one_or_none()
+    if appended is None:
+        return False
+    event.seq, event.chain, event.chain_seq, event.prev_hash, event.hash = appended
+    db.session.info[CHAIN_KEY] = event.chain
+    return True
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ from typing import Any
 
 from flask import current_app, g
 from flask_babel import gettext as _
-from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, false, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, false, func, or_, select, update
 from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -264,21 +264,29 @@ _HELD = (
     .limit(1)
     .execution_options(populate_existing=True)
 )
-# Only the id: the usual answer is "nothing held", and every column of an empty result still
-# costs client time to describe.
-_HELD_LOCKED_ID = (
+# After the reviewer's lock, one statement: the claim they still hold or else the next waiting
+# application (SKIP LOCKED), locked and read in its newest version. The held claim is looked
+# for first and COALESCE evaluates the pick only when there is none. This statement's snapshot
+# is taken after the reviewer's lock was granted, so it sees a claim their other request has
+# just committed.
+_HELD_ID = (
     select(Application.id)
     .where(_live_claim_of(bindparam("reviewer_id"), bindparam("stale_before")))
     .order_by(Application.call_deadline, Application.id)
     .limit(1)
     .with_for_update(key_share=True)
 )
-_NEXT_CLAIMABLE = (
-    select(Application)
+_NEXT_CLAIMABLE_ID = (
+    select(Application.id)
     .where(_claimable(bindparam("stale_before")))
     .order_by(Application.call_deadline, Application.id)
     .limit(1)
     .with_for_update(skip_locked=True, key_share=True)
+)
+_HELD_OR_NEXT = (
+    select(Application)
+    .where(Application.id == func.coalesce(_HELD_ID.scalar_subquery(), _NEXT_CLAIMABLE_ID.scalar_subquery()))
+    .with_for_update(key_share=True)
     .execution_options(populate_existing=True)
 )
 
@@ -288,34 +296,29 @@ def _lock_reviewer(reviewer: StaffUser) -> None:
     db.session.execute(_LOCK_REVIEWER, {"reviewer_id": reviewer.id}).one()
 
 
-def _held_by(reviewer: StaffUser, stale_before: datetime, *, lock: bool) -> Application | None:
+def _held_by(reviewer: StaffUser, stale_before: datetime) -> Application | None:
     parameters = {"reviewer_id": reviewer.id, "stale_before": stale_before}
-    if not lock:
-        return db.session.execute(_HELD, parameters).scalar_one_or_none()
-    held_id = db.session.execute(_HELD_LOCKED_ID, parameters).scalar_one_or_none()
-    if held_id is None:
-        return None
-    return db.session.get(Application, held_id, populate_existing=True)
+    return db.session.execute(_HELD, parameters).scalar_one_or_none()
 
 
 def _claim_next_with_row_locks(
     reviewer: StaffUser, *, actor: Actor, now: datetime, stale_before: datetime
 ) -> Application | None:
     _lock_reviewer(reviewer)
-    held = _held_by(reviewer, stale_before, lock=True)
-    if held is not None:
-        held.last_activity_at = now
-        db.session.flush()
-        return held
-    candidate = db.session.execute(_NEXT_CLAIMABLE, {"stale_before": stale_before}).scalar_one_or_none()
-    if candidate is None:
+    parameters = {"reviewer_id": reviewer.id, "stale_before": stale_before}
+    application = db.session.execute(_HELD_OR_NEXT, parameters).scalar_one_or_none()
+    if application is None:
         return None
+    if application.claimed_by_id == reviewer.id and claim_is_live(application, now=now):
+        application.last_activity_at = now
+        db.session.flush()
+        return application
     return _hand_over(
-        candidate,
+        application,
         reviewer,
-        previous_status=S(candidate.status),
-        previous_holder=candidate.claimed_by_id,
-        previous_activity=candidate.last_activity_at,
+        previous_status=S(application.status),
+        previous_holder=application.claimed_by_id,
+        previous_activity=application.last_activity_at,
         actor=actor,
         now=now,
     )
@@ -327,7 +330,7 @@ def _claim_next_compare_and_set(
     other = aliased(Application)
     holds_live_claim = exists().where(_live_claim_of(reviewer.id, stale_before, other))
     for _round in range(_MAX_ROUNDS):
-        held = _held_by(reviewer, stale_before, lock=False)
+        held = _held_by(reviewer, stale_before)
         if held is not None:
             kept = db.session.execute(
                 update(Application)
@@ -382,7 +385,7 @@ def _claim_next_compare_and_set(
                     actor=actor,
                     now=now,
                 )
-            if _held_by(reviewer, stale_before, lock=False) is not None:
+            if _held_by(reviewer, stale_before) is not None:
                 break  # this reviewer got a claim in another request meanwhile: hand that back
     raise QueueError("busy", _("The queue is too busy right now; try again."))
 
@@ -446,7 +449,7 @@ def claim(
             _("Application %(id)s is not waiting for review.", id=locked.id),
             application_id=locked.id,
         )
-    held = _held_by(reviewer, stale_before, lock=False)
+    held = _held_by(reviewer, stale_before)
     if held is not None:
         raise QueueError(
             "holds_another",

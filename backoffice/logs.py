@@ -27,6 +27,7 @@ from backoffice.identity import IdentityError, mask_phone, normalise_phone
 REQUEST_ID_HEADER = "X-Request-ID"
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 ACCESS_LOGGER = "backoffice.access"
+_access_log = logging.getLogger(ACCESS_LOGGER)
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 EMAIL = re.compile(r"(?<![\w.%+-])([\w.%+-]+)@((?:[A-Za-z0-9-]+\.)+[A-Za-z0-9-]+)")
@@ -189,19 +190,18 @@ def _start_request() -> None:
 
 def _finish_request(response: Response) -> Response:
     """Registered first, so it runs after every other after-request hook and logs the final status."""
-    response.headers[REQUEST_ID_HEADER] = g.setdefault("request_id", uuid.uuid4().hex)
+    request_id = g.get("request_id")
+    if request_id is None:  # the request failed before _start_request ran
+        request_id = g.request_id = uuid.uuid4().hex
+    response.headers[REQUEST_ID_HEADER] = request_id
     started = g.get("request_started")
     duration_ms = round((time.perf_counter() - started) * 1000, 1) if started is not None else None
-    logging.getLogger(ACCESS_LOGGER).info(
+    method, path, status = request.method, request.path, response.status_code
+    _access_log.info(
         "%s %s %s",
-        request.method,
-        request.path,
-        response.status_code,
-        extra={
-            "method": request.method,
-            "path": request.path,
-            "status": response.status_code,
-            "duration_ms": duration_ms,
-        },
+        method,
+        path,
+        status,
+        extra={"method": method, "path": path, "status": status, "duration_ms": duration_ms},
     )
     return response

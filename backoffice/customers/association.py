@@ -36,7 +36,7 @@ def link(
     account: CustomerAccount, holder: Policyholder, *, actor: Actor, now: datetime | None = None
 ) -> None:
     before = {"status": str(account.association_status), "policyholder_id": account.policyholder_id}
-    account.policyholder_id = holder.id
+    account.policyholder = holder  # the relationship too: a loaded account shows its holder at once
     account.association_status = AssociationStatus.LINKED
     account.linked_at = now or utcnow()
     db.session.flush()

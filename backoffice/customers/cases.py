@@ -597,7 +597,7 @@ def unlink(
         )
     previous = account.policyholder_id
     before = {"status": str(account.association_status), "policyholder_id": previous}
-    account.policyholder_id = None
+    account.policyholder = None
     account.linked_at = None
     db.session.flush()
     audit.record(

@@ -1,0 +1,83 @@
+"""GET /me is the API's most frequent request: one SQL statement, and a body that already has
+AccountSchema's shape (the view returns it without dumping it through the schema again)."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event
+
+from backoffice.customers.association import link
+from backoffice.extensions import db
+from customer_api.accounts import account_body
+from customer_api.schemas import AccountSchema
+from tests.factories import CUSTOMER_PASSWORD, TEST_ACTOR, bearer, make_customer, make_policyholder
+
+
+def sign_in_token(client, email: str) -> str:
+    response = client.post("/api/v1/sessions", json={"username": email, "password": CUSTOMER_PASSWORD})
+    return response.json["access_token"]
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """The SQL statements sent while the block runs."""
+    sent: list[str] = []
+
+    def record(connection, cursor, statement, parameters, context, executemany) -> None:
+        sent.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+def linked_customer(email: str = "ana.gil@correo.example"):
+    account = make_customer(email)
+    holder = make_policyholder("12345678Z", email="ana@otro.example", name="Ana Gil Pérez")
+    link(account, holder, actor=TEST_ACTOR)
+    account.first_name, account.last_name, account.phone = "Ana", "Gil Pérez", "+34612345678"
+    account.address_line1, account.postal_code, account.city = "Calle Mayor 1", "28013", "Madrid"
+    account.province, account.country, account.declared_tax_id = "Madrid", "ES", "12345678Z"
+    db.session.commit()
+    return account
+
+
+def test_me_of_a_linked_account_is_one_statement(app, client):
+    linked_customer()
+    token = sign_in_token(client, "ana.gil@correo.example")
+
+    with statements() as sent:
+        response = client.get("/api/v1/me", headers=bearer(token))
+
+    assert response.json["association"] == {"status": "linked", "policyholder_name": "Ana Gil Pérez"}
+    assert len(sent) == 1, sent
+
+
+@pytest.mark.parametrize("linked", [True, False])
+def test_the_me_body_is_what_the_schema_would_dump(app, client, linked):
+    account = linked_customer() if linked else make_customer("ana.gil@correo.example")
+    token = sign_in_token(client, "ana.gil@correo.example")
+
+    body = account_body(account)
+
+    assert AccountSchema().dump(body) == body
+    assert client.get("/api/v1/me", headers=bearer(token)).json == body
+
+
+def test_a_link_made_by_the_profile_update_shows_in_its_answer(app, client):
+    make_customer("ana.gil@correo.example")
+    record = make_policyholder("12345678Z", email="ana@otro.example", name="Ana Gil Pérez")
+    record.phone = "+34612345678"
+    db.session.commit()
+    token = sign_in_token(client, "ana.gil@correo.example")
+
+    response = client.patch(
+        "/api/v1/me",
+        json={"first_name": "Ana", "last_name": "Gil Pérez", "tax_id": "12345678Z", "phone": "612 345 678"},
+        headers=bearer(token),
+    )
+
+    assert response.json["association"] == {"status": "linked", "policyholder_name": "Ana Gil Pérez"}

@@ -292,8 +292,9 @@ _HELD_OR_NEXT = (
 
 
 def _lock_reviewer(reviewer: StaffUser) -> None:
-    """PostgreSQL: serialise one reviewer's claims."""
-    db.session.execute(_LOCK_REVIEWER, {"reviewer_id": reviewer.id}).one()
+    """PostgreSQL: serialise one reviewer's claims. A Core statement on the session's connection:
+    it loads no objects, and the ORM's execution path costs more client time than the lock."""
+    db.session.connection().execute(_LOCK_REVIEWER, {"reviewer_id": reviewer.id}).one()
 
 
 def _held_by(reviewer: StaffUser, stale_before: datetime) -> Application | None:

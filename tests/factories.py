@@ -172,6 +172,12 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def sign_in_token(client, email: str) -> str:
+    """A customer's access token, signed in through the API with the factories' password."""
+    response = client.post("/api/v1/sessions", json={"username": email, "password": CUSTOMER_PASSWORD})
+    return response.json["access_token"]
+
+
 def make_call_task(
     deadline,
     *,

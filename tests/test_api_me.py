@@ -11,12 +11,7 @@ from backoffice.customers.association import link
 from backoffice.extensions import db
 from customer_api.accounts import account_body
 from customer_api.schemas import AccountSchema
-from tests.factories import CUSTOMER_PASSWORD, TEST_ACTOR, bearer, make_customer, make_policyholder
-
-
-def sign_in_token(client, email: str) -> str:
-    response = client.post("/api/v1/sessions", json={"username": email, "password": CUSTOMER_PASSWORD})
-    return response.json["access_token"]
+from tests.factories import TEST_ACTOR, bearer, make_customer, make_policyholder, sign_in_token
 
 
 @contextmanager
@@ -65,19 +60,3 @@ def test_the_me_body_is_what_the_schema_would_dump(app, client, linked):
 
     assert AccountSchema().dump(body) == body
     assert client.get("/api/v1/me", headers=bearer(token)).json == body
-
-
-def test_a_link_made_by_the_profile_update_shows_in_its_answer(app, client):
-    make_customer("ana.gil@correo.example")
-    record = make_policyholder("12345678Z", email="ana@otro.example", name="Ana Gil Pérez")
-    record.phone = "+34612345678"
-    db.session.commit()
-    token = sign_in_token(client, "ana.gil@correo.example")
-
-    response = client.patch(
-        "/api/v1/me",
-        json={"first_name": "Ana", "last_name": "Gil Pérez", "tax_id": "12345678Z", "phone": "612 345 678"},
-        headers=bearer(token),
-    )
-
-    assert response.json["association"] == {"status": "linked", "policyholder_name": "Ana Gil Pérez"}

@@ -29,6 +29,7 @@ from tests.factories import (
     last_link_token,
     make_customer,
     make_policyholder,
+    sign_in_token,
 )
 
 
@@ -502,11 +503,6 @@ def test_verification_uses_the_engine(app, client):
     assert case.evidence[0]["evidence"][1]["field"] == "email"
 
 
-def sign_in_token(client, email):
-    response = client.post("/api/v1/sessions", json={"username": email, "password": CUSTOMER_PASSWORD})
-    return response.json["access_token"]
-
-
 def test_profile_names_and_tax_id_are_saved_returned_and_rematch(app, client):
     make_customer("ana.gil@correo.example")
     record = make_policyholder("12345678Z", email="ana@otro.example", name="Ana Gil Pérez")
@@ -532,7 +528,7 @@ def test_profile_names_and_tax_id_are_saved_returned_and_rematch(app, client):
         "Gil Pérez",
         "12345678Z",
     )
-    assert response.json["association"]["status"] == "linked"
+    assert response.json["association"] == {"status": "linked", "policyholder_name": "Ana Gil Pérez"}
     assert response.json["username"] == "ana.gil@correo.example"  # the tax ID is evidence, not a username
     assert client.get("/api/v1/me", headers=bearer(token)).json["profile"]["tax_id"] == "12345678Z"
 

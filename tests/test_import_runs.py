@@ -25,7 +25,7 @@ from backoffice.extensions import db
 from backoffice.jobs import RqJobQueue, job_path, run_in_transaction
 from backoffice.staff.models import Role
 from tests.conftest import csrf_token_from
-from tests.factories import make_customer, signed_in_client
+from tests.factories import make_customer, make_staff, sign_in, signed_in_client
 from tests.test_health import free_port
 
 URL = "/admin/imports/"
@@ -94,6 +94,14 @@ def import_file(app, client, content: bytes, filename: str = "holders.csv") -> I
     run = runs()[-1]
     assert response.headers["Location"] == f"/admin/imports/{run.id}/"
     return run
+
+
+def clerk_reading(app, language: str):
+    """A signed-in clerk who reads the back office in `language`."""
+    user = make_staff(Role.ASSOCIATION_CLERK, language=language)
+    client = app.test_client()
+    assert sign_in(client, user.email).status_code == 302
+    return client
 
 
 @pytest.fixture
@@ -279,6 +287,32 @@ def test_report_lists_rejected_rows_with_the_raw_row_and_download_is_audited(app
     assert downloaded.subject_id == str(run.id) and downloaded.actor_kind == "staff"
 
 
+def test_report_in_spanish_has_spanish_reasons_and_keeps_the_codes(app, clerk, pending_matching):
+    run = import_file(app, clerk, csv_bytes(MARIA, BAD_TAX_ID))
+
+    response = clerk_reading(app, "es").get(f"{URL}{run.id}/report")
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    response.close()
+
+    assert rows[0][:3] == ["line", "code", "message"]
+    assert rows[1][:3] == ["3", "tax_id_invalid", "«12345678A» no es un NIF, NIE ni CIF válido"]
+
+
+def test_report_stored_before_reasons_were_neutral_keeps_its_messages(app, clerk):
+    stored = csv_bytes(
+        "3,tax_id_invalid,tax ID '12345678A' is not a valid NIF,12345678A", header="line,code,message,tax_id"
+    )
+    run = _stored_run(app, ImportStatus.DONE)
+    run.report_key = app.extensions["storage"].put(io.BytesIO(stored), prefix="test", content_type="text/csv")
+    db.session.commit()
+
+    response = clerk_reading(app, "es").get(f"{URL}{run.id}/report")
+    body = response.get_data()
+    response.close()
+
+    assert body.replace(b"\r\n", b"\n") == stored
+
+
 def test_a_run_without_rejections_has_no_report(app, clerk, pending_matching):
     run = import_file(app, clerk, csv_bytes(MARIA))
 
@@ -290,21 +324,81 @@ def test_a_run_without_rejections_has_no_report(app, clerk, pending_matching):
 # --- files that cannot be imported ---------------------------------------------------------------
 
 
-def test_a_bad_header_fails_the_run_with_the_message(app, clerk, pending_matching):
+def test_a_bad_header_fails_the_run_with_its_code_and_details(app, clerk, pending_matching):
     run = import_file(app, clerk, csv_bytes(MARIA, header="nif,kind,name"))
 
     assert run.status is ImportStatus.FAILED
-    assert run.error.startswith("Line 1 must be the header")
+    assert (run.error_code, run.error_details["unexpected"]) == ("bad_header", ["nif"])
     assert count(Policyholder) == 0
-    assert "Line 1 must be the header" in clerk.get(f"{URL}{run.id}/").get_data(as_text=True)
-    assert "import_run.failed" in actions()
+    failed = db.session.execute(
+        select(AuditEvent).where(AuditEvent.action == "import_run.failed")
+    ).scalar_one()
+    assert (failed.after["error_code"], failed.after["error_details"]) == ("bad_header", run.error_details)
+
+
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [
+        ("en", f"Line 1 must be the header {HEADER} (missing: tax_id,"),
+        ("es", f"La línea 1 debe ser la cabecera {HEADER} (faltan: tax_id,"),
+    ],
+)
+def test_a_bad_header_is_reported_in_the_viewers_language(app, clerk, pending_matching, language, message):
+    run = import_file(app, clerk, csv_bytes(MARIA, header="nif,kind,name"))
+
+    page = clerk_reading(app, language).get(f"{URL}{run.id}/").get_data(as_text=True)
+
+    assert message in page
+
+
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [
+        ("en", "The job queue could not be reached, so the import never started."),
+        (
+            "es",
+            "No se ha podido contactar con la cola de trabajos, así que la importación no llegó a empezar.",
+        ),
+    ],
+)
+def test_a_failed_runs_page_speaks_the_viewers_language(app, language, message):
+    client = clerk_reading(app, language)
+    run = _stored_run(app, ImportStatus.FAILED)
+    run.error_code, run.error_details = "not_queued", {}
+    db.session.commit()
+
+    page = client.get(f"{URL}{run.id}/").get_data(as_text=True)
+
+    assert message in page
+
+
+def test_the_progress_json_says_the_failure_in_the_viewers_language(app):
+    client = clerk_reading(app, "es")
+    run = _stored_run(app, ImportStatus.FAILED)
+    run.error_code, run.error_details = "stopped", {"error": "disk full"}
+    db.session.commit()
+
+    body = client.get(f"{URL}{run.id}/progress").get_json()
+
+    assert body["error"] == "La importación se detuvo: disk full"
+
+
+def test_a_run_that_failed_before_codes_shows_its_text_as_it_is(app):
+    client = clerk_reading(app, "es")
+    run = _stored_run(app, ImportStatus.FAILED)
+    run.error = "The import stopped: connection reset"
+    db.session.commit()
+
+    page = client.get(f"{URL}{run.id}/").get_data(as_text=True)
+
+    assert "The import stopped: connection reset" in page
 
 
 def test_a_file_that_is_not_utf8_fails_the_run(app, clerk, pending_matching):
     run = import_file(app, clerk, csv_bytes(MARIA).replace("í".encode(), "í".encode("latin-1")))
 
     assert run.status is ImportStatus.FAILED
-    assert "not UTF-8" in run.error
+    assert run.error_code == "not_utf8"
     assert count(Policyholder) == 0
 
 
@@ -318,7 +412,7 @@ def test_a_failure_halfway_keeps_whole_batches_and_marks_the_run_failed(
     run = import_file(app, clerk, content)
 
     assert run.status is ImportStatus.FAILED
-    assert "not UTF-8" in run.error
+    assert run.error_code == "not_utf8"
     holders = count(Policyholder)
     assert 0 < holders <= 300 and holders % 50 == 0
     assert count(Policy) == holders
@@ -444,7 +538,7 @@ def test_an_abandoned_run_does_not_block_imports_for_ever(app, clerk, pending_ma
     assert response.status_code == 302
     old, new = runs()
     assert (old.id, old.status) == (stuck.id, ImportStatus.FAILED)
-    assert old.error.startswith("Abandoned")
+    assert old.error_code == "abandoned"
     assert new.status is ImportStatus.DONE
 
 
@@ -528,7 +622,7 @@ def test_when_the_queue_is_unreachable_the_run_says_so(make_app, pending_matchin
         assert response.status_code == 302
         run = the_run()
         assert run.status is ImportStatus.FAILED
-        assert "job queue could not be reached" in run.error
+        assert run.error_code == "not_queued"
 
 
 # --- re-matching ----------------------------------------------------------------------------------

@@ -7,11 +7,17 @@ import io
 from pathlib import Path
 
 import pytest
+from flask_babel import force_locale
 from sqlalchemy import event, func, select
 from stdnum.es import cif, dni
 
 from backoffice.audit.models import AuditEvent
-from backoffice.customers.importing import ImportFileError, ImportReport, import_policyholders
+from backoffice.customers.importing import (
+    ImportFileError,
+    ImportReport,
+    import_policyholders,
+    rejection_message,
+)
 from backoffice.customers.models import HolderKind, Policy, Policyholder
 from backoffice.extensions import db
 from tests.factories import TEST_ACTOR
@@ -203,28 +209,26 @@ def test_quoted_fields_may_hold_commas(app):
 
 
 LONG = "x" * 300
+BAD_ROWS = [
+    ("12345678A,person,Ana,,,P-9,auto,active,", "tax_id_invalid"),
+    (",person,Ana,,,P-9,auto,active,", "tax_id_required"),
+    ("87654321X,individual,Ana,,,P-9,auto,active,", "kind_invalid"),
+    ("87654321X,,Ana,,,P-9,auto,active,", "kind_required"),
+    ("87654321X,person,,,,P-9,auto,active,", "name_required"),
+    ("87654321X,person,Ana,ana@,,P-9,auto,active,", "email_invalid"),
+    ("87654321X,person,Ana,,12345,P-9,auto,active,", "phone_invalid"),
+    ("87654321X,person,Ana,,,,auto,active,", "policy_number_required"),
+    ("87654321X,person,Ana,,,P-9,,active,", "product_required"),
+    ("87654321X,person,Ana,,,P-9,auto,,", "policy_status_required"),
+    ("87654321X,person,Ana,,,P-9,auto,active", "columns"),
+    ("87654321X,person,Ana,,,P-9,auto,active,,extra", "columns"),
+    (f"87654321X,person,{LONG},,,P-9,auto,active,", "name_too_long"),
+    (f"87654321X,person,Ana,,,{LONG},auto,active,", "policy_number_too_long"),
+    (f"87654321X,person,Ana,,,P-9,{LONG},active,", "product_too_long"),
+]
 
 
-@pytest.mark.parametrize(
-    ("row", "code"),
-    [
-        ("12345678A,person,Ana,,,P-9,auto,active,", "tax_id_invalid"),
-        (",person,Ana,,,P-9,auto,active,", "tax_id_required"),
-        ("87654321X,individual,Ana,,,P-9,auto,active,", "kind_invalid"),
-        ("87654321X,,Ana,,,P-9,auto,active,", "kind_required"),
-        ("87654321X,person,,,,P-9,auto,active,", "name_required"),
-        ("87654321X,person,Ana,ana@,,P-9,auto,active,", "email_invalid"),
-        ("87654321X,person,Ana,,12345,P-9,auto,active,", "phone_invalid"),
-        ("87654321X,person,Ana,,,,auto,active,", "policy_number_required"),
-        ("87654321X,person,Ana,,,P-9,,active,", "product_required"),
-        ("87654321X,person,Ana,,,P-9,auto,,", "policy_status_required"),
-        ("87654321X,person,Ana,,,P-9,auto,active", "columns"),
-        ("87654321X,person,Ana,,,P-9,auto,active,,extra", "columns"),
-        (f"87654321X,person,{LONG},,,P-9,auto,active,", "name_too_long"),
-        (f"87654321X,person,Ana,,,{LONG},auto,active,", "policy_number_too_long"),
-        (f"87654321X,person,Ana,,,P-9,{LONG},active,", "product_too_long"),
-    ],
-)
+@pytest.mark.parametrize(("row", "code"), BAD_ROWS)
 def test_bad_row_is_reported_by_line_and_the_good_rows_still_import(app, row, code):
     report = _run(MARIA, row, JOHN)
 
@@ -251,10 +255,43 @@ def test_kind_that_disagrees_with_the_tax_id_is_rejected(app, row):
     assert _count(Policyholder) == 0
 
 
-def test_rejection_message_says_what_is_wrong_for_a_person(app):
+@pytest.mark.parametrize(("row", "code"), BAD_ROWS)
+def test_every_rejection_has_a_message(app, row, code):
+    report = _run(row)
+
+    with force_locale("en"):
+        assert report.rejected[0].message not in ("", code)
+
+
+def test_rejection_keeps_the_offending_value_as_a_detail(app):
     report = _run("12345678A,person,Ana,,,P-9,auto,active,")
 
-    assert report.rejected[0].message == "tax ID '12345678A' is not a valid NIF, NIE or CIF"
+    assert report.rejected[0].details == {"value": "12345678A"}
+
+
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [
+        ("en", "tax ID '12345678A' is not a valid NIF, NIE or CIF"),
+        ("es", "«12345678A» no es un NIF, NIE ni CIF válido"),
+    ],
+)
+def test_rejection_message_says_what_is_wrong_in_the_current_language(app, language, message):
+    report = _run("12345678A,person,Ana,,,P-9,auto,active,")
+
+    with force_locale(language):
+        assert report.rejected[0].message == message
+
+
+def test_a_holder_conflict_names_the_differing_details_in_the_current_language(app):
+    details = {"tax_id": "12345678Z", "fields": ["name", "email"], "first_line": 2}
+
+    with force_locale("es"):
+        message = rejection_message("holder_conflict", details)
+
+    assert message.startswith(
+        "el titular 12345678Z tiene otros datos (nombre, correo electrónico) en la línea 2"
+    )
 
 
 def test_line_numbers_count_blank_lines_as_a_spreadsheet_does(app):
@@ -325,23 +362,46 @@ def test_the_same_tax_id_written_differently_is_one_holder(app):
 
 
 def test_missing_header_is_fatal(app):
-    with pytest.raises(ImportFileError, match="Line 1 must be the header"):
+    with pytest.raises(ImportFileError) as caught:
         _run(JOHN, header=MARIA)
+
+    assert caught.value.code == "bad_header"
 
 
 def test_header_without_a_column_is_fatal(app):
-    with pytest.raises(ImportFileError, match="missing: coverage"):
+    with pytest.raises(ImportFileError) as caught:
         _run(MARIA, header=HEADER.removesuffix(",coverage"))
+
+    assert (caught.value.code, caught.value.details["missing"]) == ("bad_header", ["coverage"])
 
 
 def test_header_with_an_unknown_column_is_fatal(app):
-    with pytest.raises(ImportFileError, match="unexpected: broker"):
+    with pytest.raises(ImportFileError) as caught:
         _run(MARIA + ",x", header=HEADER + ",broker")
+
+    assert (caught.value.code, caught.value.details["unexpected"]) == ("bad_header", ["broker"])
+
+
+@pytest.mark.parametrize(
+    ("language", "message"),
+    [
+        ("en", f"Line 1 must be the header {HEADER} (missing: coverage)."),
+        ("es", f"La línea 1 debe ser la cabecera {HEADER} (faltan: coverage)."),
+    ],
+)
+def test_a_bad_header_is_said_in_the_current_language(app, language, message):
+    with pytest.raises(ImportFileError) as caught:
+        _run(MARIA, header=HEADER.removesuffix(",coverage"))
+
+    with force_locale(language):
+        assert str(caught.value) == message
 
 
 def test_empty_file_is_fatal(app):
-    with pytest.raises(ImportFileError, match="empty"):
+    with pytest.raises(ImportFileError) as caught:
         import_policyholders([], actor=TEST_ACTOR)
+
+    assert caught.value.code == "empty_file"
 
 
 def test_byte_order_mark_before_the_header_is_tolerated(app):
@@ -504,6 +564,19 @@ def test_cli_writes_every_rejected_row_to_the_rejects_file(app, tmp_path):
     rows = list(csv.reader(io.StringIO(rejects.read_text(encoding="utf-8"), newline="")))
     assert rows[0] == ["line", "code", "message"]
     assert [row[0] for row in rows[1:]] == [str(line) for line in range(3, 63)]
+
+
+def test_cli_says_why_rows_were_rejected_in_english(app, tmp_path):
+    rejects = tmp_path / "rejects.csv"
+
+    result = _cli(
+        app, str(_file(tmp_path, "12345678A,person,Ana,,,P-9,auto,active,")), "--rejects-file", str(rejects)
+    )
+
+    message = "tax ID '12345678A' is not a valid NIF, NIE or CIF"
+    assert f"line 2: tax_id_invalid: {message}" in result.output
+    rows = list(csv.reader(io.StringIO(rejects.read_text(encoding="utf-8"), newline="")))
+    assert rows[1] == ["2", "tax_id_invalid", message]
 
 
 def test_cli_bad_header_exits_non_zero_and_imports_nothing(app, tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from flask.cli import AppGroup
+from flask_babel import force_locale
 
 from backoffice.audit import Actor
 from backoffice.customers.importing import ImportFileError, ImportReport, import_policyholders
@@ -16,6 +17,8 @@ from backoffice.extensions import db
 policyholders_cli = AppGroup("policyholders", help="Policyholder records from the core insurance system.")
 IMPORT_ACTOR = Actor.system("policyholders-import")
 SHOWN_REJECTIONS = 50
+# The command speaks English; the importer's reasons are said in it too (the app's default is Spanish).
+OUTPUT_LANGUAGE = "en"
 
 
 @policyholders_cli.command("import")
@@ -27,6 +30,11 @@ SHOWN_REJECTIONS = 50
 )
 def import_command(file: Path, rejects_file: Path | None) -> None:
     """Import FILE (CSV, UTF-8); bad rows are reported and skipped, the rest is committed."""
+    with force_locale(OUTPUT_LANGUAGE):
+        _import(file, rejects_file)
+
+
+def _import(file: Path, rejects_file: Path | None) -> None:
     try:
         total = _count_rows(file)
         with (
@@ -58,7 +66,7 @@ def _write_rejects(path: Path, report: ImportReport) -> None:
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["line", "code", "message"])
-        writer.writerows(report.rejected)
+        writer.writerows([r.line, r.code, r.message] for r in report.rejected)
 
 
 def _print_summary(report: ImportReport, rejects_file: Path | None) -> None:

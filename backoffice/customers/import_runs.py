@@ -6,9 +6,13 @@ streams the file back from storage through `import_policyholders`, and commits o
 importer batch together with the run's progress (`bytes_read`, `rows_read`): a failure halfway
 leaves a consistent prefix of whole batches and the run marked failed with the error, and
 running the same file again is harmless because the importer upserts. At the end the rejected
-rows are written to storage as a CSV report (line, code, message, then the row as it was in
+rows are written to storage as a CSV report (line, code, details, then the row as it was in
 the file), pending portal accounts are re-matched against the new records, and the run is
 marked done with its counts.
+
+Failures and rejection reasons are stored language-neutral (a code and its details as JSON) and
+said in the reader's language when shown: `error_message` for the run page, `open_report` for
+the report, whose details column becomes a message in the downloader's language.
 
 Only one run may be queued or running at a time; a run that has shown no sign of life for
 `ABANDONED_AFTER` (its worker was killed, its job was lost) is marked failed instead of
@@ -20,6 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -54,6 +59,9 @@ IMPORT_JOB_TIMEOUT = 2 * 3600  # seconds: files of millions of rows outlast the 
 # Rows per importer batch: one commit (with the run's progress) per batch.
 BATCH_SIZE = importing.BATCH_SIZE
 REPORT_COLUMNS = ("line", "code", "message")
+# The stored report has the reason's details (JSON) where the download has its message; reports
+# stored before reasons were kept neutral have the English message already and are sent as they are.
+STORED_REPORT_COLUMNS = ("line", "code", "details")
 # Bytes pulled from storage at a time while importing: small enough for the progress to move.
 READ_BUFFER = 64 * 1024
 # First bytes of files people upload instead of CSV: a workbook is not a CSV with another name.
@@ -66,6 +74,18 @@ _NOT_CSV = {
         "That file is an old Excel workbook (.xls), not CSV. Save it as “CSV UTF-8” and upload that."
     ),
     b"%PDF": _l("That file is a PDF, not CSV. Save it as “CSV UTF-8” and upload that."),
+}
+# Why a run failed, besides the file's own errors (`importing.file_error_message`).
+_FAILURES = {
+    "abandoned": _l(
+        "Abandoned: the job stopped without finishing (its worker stopped or the job was lost). "
+        "Upload the file again; importing it twice is harmless."
+    ),
+    "not_queued": _l(
+        "The job queue could not be reached, so the import never started. Upload the file again."
+    ),
+    "stopped": _l("The import stopped: %(error)s"),
+    "not_finished": _l("Imported, but the run could not be finished: %(error)s"),
 }
 
 
@@ -224,12 +244,7 @@ def _fail_abandoned(actor: Actor) -> None:
         )
     ).scalars()
     for run in stale:
-        _mark_failed(
-            run,
-            "Abandoned: the job stopped without finishing (its worker stopped or the job was lost). "
-            "Upload the file again; importing it twice is harmless.",
-            actor,
-        )
+        _mark_failed(run, "abandoned", {}, actor)
 
 
 def _not_queued(run_id: int) -> None:
@@ -242,7 +257,8 @@ def _not_queued(run_id: int) -> None:
             .where(ImportRun.id == run_id, ImportRun.status == ImportStatus.QUEUED)
             .values(
                 status=ImportStatus.FAILED,
-                error="The job queue could not be reached, so the import never started. Upload the file again.",
+                error_code="not_queued",
+                error_details={},
                 finished_at=utcnow(),
             )
         )
@@ -273,10 +289,10 @@ def run_import(run_id: int) -> None:
     try:
         report = _import_file(run_id, storage, actor)
     except ImportFileError as exc:
-        _fail(run_id, str(exc), actor)
+        _fail(run_id, exc.code, exc.details, actor)
         return
     except Exception as exc:
-        _fail(run_id, f"The import stopped: {exc}", actor)
+        _fail(run_id, "stopped", {"error": str(exc)}, actor)
         raise
 
     try:
@@ -296,7 +312,7 @@ def run_import(run_id: int) -> None:
         )
         db.session.commit()
     except Exception as exc:
-        _fail(run_id, f"Imported, but the run could not be finished: {exc}", actor)
+        _fail(run_id, "not_finished", {"error": str(exc)}, actor)
         raise
 
 
@@ -320,25 +336,42 @@ def _import_file(run_id: int, storage: DocumentStorage, actor: Actor) -> ImportR
         )
 
 
-def _fail(run_id: int, message: str, actor: Actor) -> None:
+def _fail(run_id: int, code: str, details: dict[str, Any], actor: Actor) -> None:
     """Throw away the unfinished batch, keep the committed prefix, and mark the run failed."""
     db.session.rollback()
     run = db.session.get(ImportRun, run_id)
     if run is None:
         return
-    _mark_failed(run, message, actor)
+    _mark_failed(run, code, details, actor)
     db.session.commit()
 
 
-def _mark_failed(run: ImportRun, message: str, actor: Actor) -> None:
-    run.status, run.error, run.finished_at = ImportStatus.FAILED, message, utcnow()
+def _mark_failed(run: ImportRun, code: str, details: dict[str, Any], actor: Actor) -> None:
+    run.status, run.finished_at = ImportStatus.FAILED, utcnow()
+    run.error_code, run.error_details = code, details
     audit.record(
         "import_run.failed",
         actor=actor,
         subject_type="import_run",
         subject_id=run.id,
-        after={"error": message, "rows_read": run.rows_read, "bytes_read": run.bytes_read},
+        after={
+            "error_code": code,
+            "error_details": details,
+            "rows_read": run.rows_read,
+            "bytes_read": run.bytes_read,
+        },
     )
+
+
+def error_message(run: ImportRun) -> str | None:
+    """Why the run failed, in the current locale; runs failed before codes were stored keep their text."""
+    if run.error_code is None:
+        return run.error
+    details = run.error_details or {}
+    template = _FAILURES.get(run.error_code)
+    if template is None:
+        return importing.file_error_message(run.error_code, details)
+    return str(template) % details
 
 
 def _rematch_pending() -> int:
@@ -350,7 +383,7 @@ def _rematch_pending() -> int:
 
 
 def _write_report(run: ImportRun, report: ImportReport, storage: DocumentStorage) -> str | None:
-    """`line,code,message` and then the rejected row as it was in the file (its own columns)."""
+    """`line,code,details` and then the rejected row as it was in the file (its own columns)."""
     if not report.rejected:
         return None
     by_line: dict[int, list] = {}
@@ -362,15 +395,45 @@ def _write_report(run: ImportRun, report: ImportReport, storage: DocumentStorage
         with _text(storage.open(run.storage_key)) as (text, _counter):
             for line, cells in _records(text):
                 if line == 1:
-                    writer.writerow([*REPORT_COLUMNS, *(cell.strip() for cell in cells)])
+                    writer.writerow([*STORED_REPORT_COLUMNS, *(cell.strip() for cell in cells)])
                 for rejection in by_line.pop(line, ()):
-                    writer.writerow([rejection.line, rejection.code, rejection.message, *cells])
+                    writer.writerow([rejection.line, rejection.code, _json(rejection.details), *cells])
         for rejections in by_line.values():  # not expected: every rejection names a line of the file
-            writer.writerows([r.line, r.code, r.message] for r in rejections)
+            writer.writerows([r.line, r.code, _json(r.details)] for r in rejections)
         writer_text.flush()
         writer_text.detach()
         spool.seek(0)
         return storage.put(spool, prefix=REPORT_PREFIX, content_type=CSV_TYPE)
+
+
+def _json(details: dict[str, Any]) -> str:
+    return json.dumps(details, ensure_ascii=False, sort_keys=True)
+
+
+def _localised_report(stored: IO[bytes]) -> IO[bytes]:
+    """The stored report with each reason's details replaced by its message in the current locale."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 (returned open; the response closes it)
+    try:
+        writer_text = io.TextIOWrapper(spool, encoding="utf-8", newline="", write_through=True)
+        writer = csv.writer(writer_text)
+        with _text(stored) as (text, _counter):
+            records = csv.reader(text)
+            header = next(records, [])
+            if tuple(header[:3]) != STORED_REPORT_COLUMNS:  # stored before reasons were kept neutral
+                writer.writerow(header)
+                writer.writerows(records)
+            else:
+                writer.writerow([*REPORT_COLUMNS, *header[3:]])
+                for line, code, details, *cells in records:
+                    message = importing.rejection_message(code, json.loads(details))
+                    writer.writerow([line, code, message, *cells])
+        writer_text.flush()
+        writer_text.detach()
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
 
 
 def report_filename(run: ImportRun) -> str:
@@ -408,7 +471,7 @@ def progress_of(run: ImportRun) -> Progress:
         percent=percent,
         rejected=run.rejected,
         rematched=run.rematched,
-        error=run.error,
+        error=error_message(run),
         finished=finished,
     )
 
@@ -422,10 +485,11 @@ def recent_runs(limit: int = 100) -> list[ImportRun]:
 
 
 def open_report(run: ImportRun, *, actor: Actor, storage: DocumentStorage) -> IO[bytes]:
-    """The rejected-rows CSV, for download; viewing it is audited (it holds customers' details)."""
+    """The rejected-rows CSV, for download, with its reasons in the current locale (the
+    downloader's); viewing it is audited (it holds customers' details)."""
     if not run.report_key:
         raise LookupError("This import has no report of rejected rows.")
-    stream = storage.open(run.report_key)
+    stream = _localised_report(storage.open(run.report_key))
     audit.record("import_run.report_downloaded", actor=actor, subject_type="import_run", subject_id=run.id)
     return stream
 

@@ -3,9 +3,13 @@
 The file has a header row and one row per policy, so a holder with three policies has three
 rows: `tax_id,kind,name,email,phone,policy_number,product,policy_status,coverage`.
 Holders are upserted by normalised tax ID, policies by policy number, so importing the same
-file twice changes nothing. A bad row is reported (spreadsheet line number, code, message)
+file twice changes nothing. A bad row is reported (spreadsheet line number, code, details)
 and skipped; the rest still imports. A bad header, an empty file or text that is not UTF-8
 is fatal (`ImportFileError`): the caller rolls back.
+
+What goes wrong is kept language-neutral (a stable code and the values that explain it), so a
+run or a report can be read later in the reader's language: `rejection_message` and
+`file_error_message` say it in the current locale.
 
 Rows are handled in batches: existing holders and policies are looked up with one query each
 per batch and the session is flushed once per batch, so large files import in one pass
@@ -23,8 +27,9 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from backoffice import audit
@@ -55,21 +60,109 @@ _MAX_LENGTHS = {
     "product": Policy.__table__.c.product.type.length,
     "policy_status": Policy.__table__.c.status.type.length,
 }
-_LABELS = {
-    "tax_id": "tax ID",
-    "policy_number": "policy number",
-    "policy_status": "policy status",
+
+# What each code says; the details fill the named placeholders.
+_FILE_ERRORS = {
+    "empty_file": _l("The file is empty; line 1 must be the header: %(header)s"),
+    "bad_header": _l("Line 1 must be the header %(header)s (%(problems)s)."),
+    "bad_csv": _l("Line %(line)s is not valid CSV: %(error)s."),
+    "not_utf8": _l("The file is not UTF-8 text (near line %(line)s)."),
+}
+_HEADER_PROBLEMS = {
+    "missing": _l("missing: %(columns)s"),
+    "unexpected": _l("unexpected: %(columns)s"),
+    "repeated": _l("repeated: %(columns)s"),
+}
+_REASONS = {
+    "columns": _l("expected %(expected)s columns, found %(found)s"),
+    "tax_id_required": _l("tax ID is missing"),
+    "tax_id_invalid": _l("tax ID '%(value)s' is not a valid NIF, NIE or CIF"),
+    "kind_required": _l("kind is missing"),
+    "kind_invalid": _l("kind must be person or company, not '%(value)s'"),
+    "name_required": _l("name is missing"),
+    "name_too_long": _l("name is longer than %(limit)s characters"),
+    "email_required": _l("email is missing"),
+    "email_invalid": _l("email '%(value)s' is not a valid email address"),
+    "email_too_long": _l("email is longer than %(limit)s characters"),
+    "phone_required": _l("phone is missing"),
+    "phone_invalid": _l("phone '%(value)s' is not a valid phone number"),
+    "phone_too_long": _l("phone is longer than %(limit)s characters"),
+    "policy_number_required": _l("policy number is missing"),
+    "policy_number_too_long": _l("policy number is longer than %(limit)s characters"),
+    "product_required": _l("product is missing"),
+    "product_too_long": _l("product is longer than %(limit)s characters"),
+    "policy_status_required": _l("policy status is missing"),
+    "policy_status_too_long": _l("policy status is longer than %(limit)s characters"),
+    "holder_conflict": _l(
+        "holder %(tax_id)s has different %(fields)s on line %(first_line)s; all rows of a holder must agree"
+    ),
+    "policy_duplicate": _l("policy %(policy_number)s already appears on line %(first_line)s"),
+    "policy_taken": _l(
+        "policy %(policy_number)s belongs to another policyholder (%(owner)s), not %(tax_id)s"
+    ),
+}
+# `kind_mismatch` says what the tax ID's register is for: a person or a company.
+_KIND_MISMATCH = {
+    "person": _l("tax ID %(tax_id)s is a %(type)s, which is a person, but kind is %(kind)s"),
+    "company": _l("tax ID %(tax_id)s is a %(type)s, which is a company, but kind is %(kind)s"),
+}
+# The holder details `holder_conflict` may name.
+_DETAIL_NAMES = {
+    "kind": _l("kind"),
+    "name": _l("name"),
+    "email": _l("email"),
+    "phone": _l("phone"),
 }
 
 
 class ImportFileError(ValueError):
-    """The file as a whole cannot be imported (bad header, not UTF-8, broken CSV); nothing should be kept."""
+    """The file as a whole cannot be imported (bad header, not UTF-8, broken CSV); nothing should be kept.
+
+    `code` and `details` are what a run stores; `str()` says it in the current locale."""
+
+    def __init__(self, code: str, **details: Any) -> None:
+        super().__init__(code, details)
+        self.code = code
+        self.details = details
+
+    def __str__(self) -> str:
+        return file_error_message(self.code, self.details)
 
 
 class Rejection(NamedTuple):
     line: int
     code: str
-    message: str
+    details: dict[str, Any]
+
+    @property
+    def message(self) -> str:
+        """Why the row was rejected, in the current locale."""
+        return rejection_message(self.code, self.details)
+
+
+def file_error_message(code: str, details: dict[str, Any]) -> str:
+    """An `ImportFileError` said in the current locale (the code itself if it is unknown)."""
+    template = _FILE_ERRORS.get(code)
+    if template is None:
+        return code
+    problems = "; ".join(
+        str(label) % {"columns": ", ".join(details[key])}
+        for key, label in _HEADER_PROBLEMS.items()
+        if details.get(key)
+    )
+    return str(template) % {**details, "header": ",".join(COLUMNS), "problems": problems}
+
+
+def rejection_message(code: str, details: dict[str, Any]) -> str:
+    """A rejected row's reason said in the current locale (the code itself if it is unknown)."""
+    if code == "kind_mismatch":
+        template = _KIND_MISMATCH.get(details.get("holder", ""))
+    else:
+        template = _REASONS.get(code)
+    if template is None:
+        return code
+    fields = ", ".join(str(_DETAIL_NAMES.get(name, name)) for name in details.get("fields", ()))
+    return str(template) % {**details, "fields": fields}
 
 
 @dataclass
@@ -98,10 +191,10 @@ class ImportReport:
 
 
 class _RowError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, code: str, **details: Any) -> None:
+        super().__init__(code, details)
         self.code = code
-        self.message = message
+        self.details = details
 
 
 @dataclass(frozen=True)
@@ -165,9 +258,9 @@ def import_policyholders(
                 if progress:
                     progress(run.report.rows_read)
     except csv.Error as exc:
-        raise ImportFileError(f"Line {line + 1} is not valid CSV: {exc}.") from exc
+        raise ImportFileError("bad_csv", line=line + 1, error=str(exc)) from exc
     except UnicodeDecodeError as exc:
-        raise ImportFileError(f"The file is not UTF-8 text (near line {line + 1}).") from exc
+        raise ImportFileError("not_utf8", line=line + 1) from exc
     run.flush()
     if progress and run.report.rows_read % batch_size:
         progress(run.report.rows_read)  # the last, partial batch
@@ -191,21 +284,15 @@ def _without_bom(lines: Iterable[str]) -> Iterator[str]:
 
 
 def _read_header(reader: Iterator[list[str]]) -> dict[str, int]:
-    expected = ",".join(COLUMNS)
     header = next(reader, None)
     if header is None:
-        raise ImportFileError(f"The file is empty; line 1 must be the header: {expected}")
+        raise ImportFileError("empty_file")
     names = [name.strip().lower() for name in header]
     missing = [name for name in COLUMNS if name not in names]
     unexpected = [name for name in names if name not in COLUMNS]
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if missing or unexpected or duplicated:
-        problems = [
-            f"{label}: {', '.join(values)}"
-            for label, values in (("missing", missing), ("unexpected", unexpected), ("repeated", duplicated))
-            if values
-        ]
-        raise ImportFileError(f"Line 1 must be the header {expected} ({'; '.join(problems)}).")
+        raise ImportFileError("bad_header", missing=missing, unexpected=unexpected, repeated=duplicated)
     return {name: names.index(name) for name in COLUMNS}
 
 
@@ -224,10 +311,10 @@ class _Run:
         try:
             self.batch.append(_parse(line, cells, positions))
         except _RowError as exc:
-            self._reject(line, exc.code, exc.message)
+            self._reject(line, exc.code, exc.details)
 
-    def _reject(self, line: int, code: str, message: str) -> None:
-        self.report.rejected.append(Rejection(line, code, message))
+    def _reject(self, line: int, code: str, details: dict[str, Any]) -> None:
+        self.report.rejected.append(Rejection(line, code, details))
 
     def flush(self) -> None:
         """Apply the batch: holders first (so new ones get ids), then their policies."""
@@ -275,24 +362,19 @@ class _Run:
         ).tuples()
         return {policy.number: (policy, owner) for policy, owner in found}
 
-    def _conflict(self, row: _Row, existing: tuple[Policy, str] | None) -> tuple[str, str] | None:
+    def _conflict(self, row: _Row, existing: tuple[Policy, str] | None) -> tuple[str, dict[str, Any]] | None:
         """Why this row cannot be applied given earlier rows and stored policies, if it cannot."""
         seen = self.holders.get(row.tax_id)
         if seen is not None and seen.details != row.holder_details:
-            fields = ", ".join(
-                name for name, value in row.holder_details.items() if seen.details[name] != value
-            )
-            return (
-                "holder_conflict",
-                f"holder {row.tax_id} has different {fields} on line {seen.line}; all rows of a holder must agree",
-            )
+            fields = [name for name, value in row.holder_details.items() if seen.details[name] != value]
+            return "holder_conflict", {"tax_id": row.tax_id, "fields": fields, "first_line": seen.line}
         if row.policy_number in self.policy_lines:
             first = self.policy_lines[row.policy_number]
-            return "policy_duplicate", f"policy {row.policy_number} already appears on line {first}"
+            return "policy_duplicate", {"policy_number": row.policy_number, "first_line": first}
         if existing is not None and existing[1] != row.tax_id:
             return (
                 "policy_taken",
-                f"policy {row.policy_number} belongs to another policyholder ({existing[1]}), not {row.tax_id}",
+                {"policy_number": row.policy_number, "owner": existing[1], "tax_id": row.tax_id},
             )
         return None
 
@@ -331,23 +413,25 @@ def _update(record: object, wanted: dict[str, object]) -> bool:
 def _parse(line: int, cells: list[str], positions: dict[str, int]) -> _Row:
     """Check and normalise one row; raise `_RowError` with the first problem found."""
     if len(cells) != len(COLUMNS):
-        raise _RowError("columns", f"expected {len(COLUMNS)} columns, found {len(cells)}")
+        raise _RowError("columns", expected=len(COLUMNS), found=len(cells))
     raw = {name: cells[index].strip() for name, index in positions.items()}
 
-    tax_id = _identity(normalise_tax_id, raw, "tax_id", "a valid NIF, NIE or CIF")
+    tax_id = _identity(normalise_tax_id, raw, "tax_id")
     kind_text = _required(raw, "kind").lower()
     if kind_text not in {kind.value for kind in HolderKind}:
-        raise _RowError("kind_invalid", f"kind must be person or company, not {raw['kind']!r}")
+        raise _RowError("kind_invalid", value=raw["kind"])
     kind = HolderKind(kind_text)
     if tax_id.is_person != (kind is HolderKind.PERSON):
         raise _RowError(
             "kind_mismatch",
-            f"tax ID {tax_id.value} is a {tax_id.kind.upper()}, which is "
-            f"{'a person' if tax_id.is_person else 'a company'}, but kind is {kind.value}",
+            tax_id=tax_id.value,
+            type=tax_id.kind.upper(),
+            holder="person" if tax_id.is_person else "company",
+            kind=kind.value,
         )
     name = " ".join(_required(raw, "name").split())
-    email = _identity(normalise_email, raw, "email", "a valid email address") if raw["email"] else None
-    phone = _identity(normalise_phone, raw, "phone", "a valid phone number") if raw["phone"] else None
+    email = _identity(normalise_email, raw, "email") if raw["email"] else None
+    phone = _identity(normalise_phone, raw, "phone") if raw["phone"] else None
     checked = {
         "name": name,
         "email": email,
@@ -359,9 +443,7 @@ def _parse(line: int, cells: list[str], positions: dict[str, int]) -> _Row:
     for field_name, value in checked.items():
         limit = _MAX_LENGTHS[field_name]
         if value is not None and len(value) > limit:
-            raise _RowError(
-                f"{field_name}_too_long", f"{_label(field_name)} is longer than {limit} characters"
-            )
+            raise _RowError(f"{field_name}_too_long", limit=limit)
     return _Row(
         line=line,
         tax_id=tax_id.value,
@@ -376,20 +458,16 @@ def _parse(line: int, cells: list[str], positions: dict[str, int]) -> _Row:
     )
 
 
-def _label(column: str) -> str:
-    return _LABELS.get(column, column.replace("_", " "))
-
-
 def _required(raw: dict[str, str], column: str) -> str:
     if not raw[column]:
-        raise _RowError(f"{column}_required", f"{_label(column)} is missing")
+        raise _RowError(f"{column}_required")
     return raw[column]
 
 
-def _identity(normalise: Callable, raw: dict[str, str], column: str, what: str):
+def _identity(normalise: Callable, raw: dict[str, str], column: str):
     try:
         return normalise(raw[column])
     except IdentityError as exc:
         if exc.code == "required":
-            raise _RowError(f"{column}_required", f"{_label(column)} is missing") from exc
-        raise _RowError(f"{column}_invalid", f"{_label(column)} {raw[column]!r} is not {what}") from exc
+            raise _RowError(f"{column}_required") from exc
+        raise _RowError(f"{column}_invalid", value=raw[column]) from exc

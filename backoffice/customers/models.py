@@ -225,6 +225,11 @@ class ImportRun(db.Model):
     rejected: Mapped[int] = mapped_column(default=0)
     report_key: Mapped[str | None] = mapped_column(String(255))
     rematched: Mapped[int] = mapped_column(default=0)
+    # Why a failed run failed: a stable code and the details its message needs (line number,
+    # columns, exception text), said in the reader's language when shown.
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_details: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Runs that failed before codes were stored keep their (English) message here.
     error: Mapped[str | None] = mapped_column(Text)
     started_by_id: Mapped[int] = mapped_column(ForeignKey("staff_users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -28,6 +28,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any
@@ -390,20 +391,25 @@ def _write_report(run: ImportRun, report: ImportReport, storage: DocumentStorage
     for rejection in report.rejected:
         by_line.setdefault(rejection.line, []).append(rejection)
     with tempfile.TemporaryFile() as spool:
-        writer_text = io.TextIOWrapper(spool, encoding="utf-8", newline="", write_through=True)
-        writer = csv.writer(writer_text)
-        with _text(storage.open(run.storage_key)) as (text, _counter):
+        with _csv_writer(spool) as writer, _text(storage.open(run.storage_key)) as (text, _counter):
             for line, cells in _records(text):
                 if line == 1:
                     writer.writerow([*STORED_REPORT_COLUMNS, *(cell.strip() for cell in cells)])
                 for rejection in by_line.pop(line, ()):
                     writer.writerow([rejection.line, rejection.code, _json(rejection.details), *cells])
-        for rejections in by_line.values():  # not expected: every rejection names a line of the file
-            writer.writerows([r.line, r.code, _json(r.details)] for r in rejections)
-        writer_text.flush()
-        writer_text.detach()
+            for rejections in by_line.values():  # not expected: every rejection names a line of the file
+                writer.writerows([r.line, r.code, _json(r.details)] for r in rejections)
         spool.seek(0)
         return storage.put(spool, prefix=REPORT_PREFIX, content_type=CSV_TYPE)
+
+
+@contextmanager
+def _csv_writer(spool: IO[bytes]) -> Iterator[Any]:
+    """A UTF-8 CSV writer on a binary spool, detached at the end so the spool stays open."""
+    text = io.TextIOWrapper(spool, encoding="utf-8", newline="", write_through=True)
+    yield csv.writer(text)
+    text.flush()
+    text.detach()
 
 
 def _json(details: dict[str, Any]) -> str:
@@ -414,9 +420,7 @@ def _localised_report(stored: IO[bytes]) -> IO[bytes]:
     """The stored report with each reason's details replaced by its message in the current locale."""
     spool = tempfile.TemporaryFile()  # noqa: SIM115 (returned open; the response closes it)
     try:
-        writer_text = io.TextIOWrapper(spool, encoding="utf-8", newline="", write_through=True)
-        writer = csv.writer(writer_text)
-        with _text(stored) as (text, _counter):
+        with _csv_writer(spool) as writer, _text(stored) as (text, _counter):
             records = csv.reader(text)
             header = next(records, [])
             if tuple(header[:3]) != STORED_REPORT_COLUMNS:  # stored before reasons were kept neutral
@@ -427,8 +431,6 @@ def _localised_report(stored: IO[bytes]) -> IO[bytes]:
                 for line, code, details, *cells in records:
                     message = importing.rejection_message(code, json.loads(details))
                     writer.writerow([line, code, message, *cells])
-        writer_text.flush()
-        writer_text.detach()
     except BaseException:
         spool.close()
         raise

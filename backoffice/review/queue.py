@@ -257,31 +257,26 @@ _LOCK_REVIEWER = (
     # FOR NO KEY UPDATE leaves foreign-key checks on the staff row alone.
     select(StaffUser.id).where(StaffUser.id == bindparam("reviewer_id")).with_for_update(key_share=True)
 )
-_HELD = (
-    select(Application)
-    .where(_live_claim_of(bindparam("reviewer_id"), bindparam("stale_before")))
-    .order_by(Application.call_deadline, Application.id)
-    .limit(1)
-    .execution_options(populate_existing=True)
-)
+
+
+def _earliest(what: Any, condition: ColumnElement[bool]) -> Select[Any]:
+    """The first application meeting `condition` in queue order (deadline, then id)."""
+    return select(what).where(condition).order_by(Application.call_deadline, Application.id).limit(1)
+
+
+_HELD = _earliest(
+    Application, _live_claim_of(bindparam("reviewer_id"), bindparam("stale_before"))
+).execution_options(populate_existing=True)
 # After the reviewer's lock, one statement: the claim they still hold or else the next waiting
 # application (SKIP LOCKED), locked and read in its newest version. The held claim is looked
 # for first and COALESCE evaluates the pick only when there is none. This statement's snapshot
 # is taken after the reviewer's lock was granted, so it sees a claim their other request has
 # just committed.
-_HELD_ID = (
-    select(Application.id)
-    .where(_live_claim_of(bindparam("reviewer_id"), bindparam("stale_before")))
-    .order_by(Application.call_deadline, Application.id)
-    .limit(1)
-    .with_for_update(key_share=True)
-)
-_NEXT_CLAIMABLE_ID = (
-    select(Application.id)
-    .where(_claimable(bindparam("stale_before")))
-    .order_by(Application.call_deadline, Application.id)
-    .limit(1)
-    .with_for_update(skip_locked=True, key_share=True)
+_HELD_ID = _earliest(
+    Application.id, _live_claim_of(bindparam("reviewer_id"), bindparam("stale_before"))
+).with_for_update(key_share=True)
+_NEXT_CLAIMABLE_ID = _earliest(Application.id, _claimable(bindparam("stale_before"))).with_for_update(
+    skip_locked=True, key_share=True
 )
 _HELD_OR_NEXT = (
     select(Application)

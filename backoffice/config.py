@@ -19,6 +19,9 @@ DEFAULTS: dict[str, Any] = {
     "APP_ENV": "development",
     "LOG_FORMAT": "json",
     "DATABASE_URL": None,
+    # Server-side prepared statements (PostgreSQL): off only behind a pooler that cannot keep
+    # them, such as PgBouncer before 1.21 in transaction mode.
+    "DATABASE_PREPARED_STATEMENTS": True,
     "REDIS_URL": None,
     "SECRET_KEY": None,
     "STORAGE_URL": None,
@@ -124,7 +127,11 @@ INTEGER_SETTINGS = (
     "MATCH_TRGM_LIMIT",
     "ASSOCIATION_CLAIM_IDLE_MINUTES",
 )
-BOOLEAN_SETTINGS = ("REVIEW_REJECTION_NEEDS_CONFIRMATION", "MATCH_LINK_WITHOUT_EMAIL")
+BOOLEAN_SETTINGS = (
+    "DATABASE_PREPARED_STATEMENTS",
+    "REVIEW_REJECTION_NEEDS_CONFIRMATION",
+    "MATCH_LINK_WITHOUT_EMAIL",
+)
 MAX_AUDIT_CHAINS = 1000
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
@@ -188,9 +195,12 @@ def load_config(
 
     config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(config["DATABASE_URL"])
     engine_options: dict[str, Any] = {}  # idle connections are pinged: db.ping_idle_connections
-    if config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        # No server-side prepared statements: a generic plan for `IN (...)` look-ups turns into
-        # sequential scans (an import went quadratic), and poolers such as PgBouncer need it too.
+    if (
+        config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+        and not config["DATABASE_PREPARED_STATEMENTS"]
+    ):
+        # psycopg otherwise prepares a statement from its fifth run on that connection: the
+        # server then neither parses nor, with a generic plan, plans it again.
         engine_options["connect_args"] = {"prepare_threshold": None}
     config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options)
     config["RATELIMIT_STORAGE_URI"] = config["REDIS_URL"] or "memory://"

@@ -114,6 +114,15 @@ def savepoint(session: Session) -> Iterator[SessionTransaction]:
         yield nested
 
 
+def plan_for_current_sizes(session: Session) -> None:
+    """PostgreSQL: plan every statement of this transaction for its own values and the tables'
+    sizes now. A prepared statement may otherwise keep a generic plan chosen while the tables it
+    reads were nearly empty; for a job that fills them (an import, batch after batch) that plan
+    is a sequential scan per look-up, and the job slows down as the tables grow."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
 def install_sqlite_pragmas(engine: Engine) -> None:
     """Foreign keys on and a busy timeout, so SQLite behaves like the real database in development."""
     if engine.dialect.name != "sqlite":

@@ -111,3 +111,17 @@ def test_boolean_settings_read_true_and_false_words(tmp_path):
 def test_a_boolean_setting_that_is_not_a_boolean_is_named(tmp_path):
     with pytest.raises(ConfigError, match="REVIEW_REJECTION_NEEDS_CONFIRMATION"):
         load_config({"REVIEW_REJECTION_NEEDS_CONFIRMATION": "perhaps"}, str(tmp_path))
+
+
+def test_postgresql_connections_prepare_statements_by_default(tmp_path):
+    config = load_config({"DATABASE_URL": "postgresql://db.example/app"}, str(tmp_path))
+
+    assert "prepare_threshold" not in config["SQLALCHEMY_ENGINE_OPTIONS"].get("connect_args", {})
+
+
+def test_prepared_statements_can_be_turned_off_for_a_pooler_that_cannot_keep_them(tmp_path):
+    environ = {"DATABASE_URL": "postgresql://db.example/app", "DATABASE_PREPARED_STATEMENTS": "false"}
+
+    config = load_config(environ, str(tmp_path))
+
+    assert config["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"] == {"prepare_threshold": None}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from flask_babel import force_locale
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 from stdnum.es import cif, dni
 
 from backoffice.audit.models import AuditEvent
@@ -20,6 +20,7 @@ from backoffice.customers.importing import (
 )
 from backoffice.customers.models import HolderKind, Policy, Policyholder
 from backoffice.extensions import db
+from tests.conftest import requires_postgres
 from tests.factories import TEST_ACTOR
 
 HEADER = "tax_id,kind,name,email,phone,policy_number,product,policy_status,coverage"
@@ -459,6 +460,21 @@ def test_existing_records_are_looked_up_per_batch_not_per_row(app):
 
     assert report.holders_unchanged == 1000
     assert len(statements) < 20, statements  # one per row would be over a thousand
+
+
+@requires_postgres
+def test_every_batch_is_planned_for_the_tables_as_they_are_now(app):
+    """The import job commits per batch and fills the tables it looks up: a generic plan cached
+    while they were empty would scan them whole for every batch."""
+    modes: list[str] = []
+
+    def progress(rows_done: int) -> None:
+        modes.append(db.session.execute(text("SHOW plan_cache_mode")).scalar_one())
+        db.session.commit()
+
+    _run(*(MARIA.replace("AUT-1", f"AUT-{n}") for n in range(3)), batch_size=1, progress=progress)
+
+    assert modes == ["force_custom_plan"] * 3
 
 
 def _dni(number: int) -> str:

@@ -35,6 +35,7 @@ from sqlalchemy import select
 from backoffice import audit
 from backoffice.audit import Actor
 from backoffice.customers.models import HolderKind, Policy, Policyholder
+from backoffice.db import plan_for_current_sizes
 from backoffice.extensions import db
 from backoffice.identity import IdentityError, normalise_email, normalise_phone, normalise_tax_id
 
@@ -321,6 +322,7 @@ class _Run:
         if not self.batch:
             return
         batch, self.batch = self.batch, []
+        plan_for_current_sizes(db.session)  # per batch: the job commits between batches
         holders = self._existing_holders(batch)
         policies = self._existing_policies(batch)
         new_holders: list[_SeenHolder] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from datetime import datetime, time
 from types import SimpleNamespace
@@ -16,7 +17,7 @@ import pytest
 import time_machine
 from sqlalchemy import select
 
-from backoffice import otp
+from backoffice import audit, otp
 from backoffice.audit import Actor
 from backoffice.audit.models import AuditEvent
 from backoffice.calls import service as calls
@@ -368,3 +369,26 @@ def test_registration_page_links_to_the_bundle(app, client):
     page = staff.get(f"/admin/ecustomer/details/?id={registration_id}").get_data(as_text=True)
 
     assert f"/admin/ecustomer/registration/{registration_id}/evidence" in page
+
+
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.SUPERVISOR])
+def test_the_audit_log_leads_from_an_application_event_to_its_bundle(app, role):
+    application_id = submit(app.test_client()).json["id"]
+    staff, _ = signed_in_client(app, role)
+
+    page = staff.get("/admin/audit/", query_string={"search": application_id}).get_data(as_text=True)
+    bundle = staff.get(f"/admin/review/{application_id}/evidence")
+
+    assert f'href="/admin/review/{application_id}/evidence"' in page
+    assert (bundle.status_code, bundle.mimetype) == (200, "application/zip")
+
+
+def test_the_audit_log_links_no_bundle_for_other_subjects(app):
+    staff, admin = signed_in_client(app, Role.ADMIN)
+    audit.record("staff.deactivated", actor=Actor.system(), subject_type="staff", subject_id=admin.id)
+    db.session.commit()
+
+    page = staff.get("/admin/audit/").get_data(as_text=True)
+
+    assert re.search(rf'class="col-subject_id">\s*{admin.id}\s*</td>', page)
+    assert 'data-testid="evidence-link"' not in page

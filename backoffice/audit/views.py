@@ -5,11 +5,23 @@ from flask_admin import expose
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
+from markupsafe import Markup
 
 from backoffice.admin import RoleView, time_filters
 from backoffice.audit.models import AuditEvent
 from backoffice.audit.service import verify_chain
 from backoffice.staff.models import Role
+
+
+def _subject_with_evidence(view, context, model: AuditEvent, name: str) -> Markup | str:
+    """An application's events lead to its evidence bundle: the audit log is the one page where
+    admins, who may take the bundle but not open the review queue, find applications."""
+    if model.subject_type != "representative_application" or not model.subject_id:
+        return model.subject_id or ""
+    link = url_for("review.evidence_bundle", application_id=model.subject_id)
+    return Markup('{id} <a class="small ml-1" href="{link}" data-testid="evidence-link">{label}</a>').format(
+        id=model.subject_id, link=link, label=_("evidence bundle (ZIP)")
+    )
 
 
 class AuditEventView(RoleView):
@@ -43,6 +55,7 @@ class AuditEventView(RoleView):
         "subject_id",
         *time_filters(AuditEvent.occurred_at, _l("When")),
     )
+    column_formatters = {"subject_id": _subject_with_evidence}
     column_labels = {
         "seq": "#",
         "occurred_at": _l("When (UTC)"),

@@ -11,6 +11,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+import time_machine
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -335,8 +336,10 @@ def test_development_certificate_is_generated_once_and_reused(tmp_path, contract
     assert certificate.issuer == certificate.subject
     usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     assert usage.digital_signature and usage.content_commitment
-    lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
-    assert timedelta(days=5 * 365) <= lifetime <= timedelta(days=5 * 365 + 1)
+    now = datetime.now(UTC)
+    assert (
+        now + timedelta(days=5 * 365 - 1) <= certificate.not_valid_after_utc <= now + timedelta(days=5 * 365)
+    )
 
     first = build_signer({"APP_ENV": "development"}, str(instance))
     second = build_signer({"APP_ENV": "testing", "SIGNING_CERT_PATH": None}, str(instance))
@@ -347,6 +350,19 @@ def test_development_certificate_is_generated_once_and_reused(tmp_path, contract
     _, status = validate(signed.data, first.certificate)
     assert status.bottom_line
     assert status.signing_cert.serial_number == certificate.serial_number
+
+
+def test_a_development_certificate_still_signs_with_the_clock_set_back_a_year(tmp_path, contract):
+    """Tests freeze the clock at fixed dates; the certificate may have been made after them."""
+    instance = tmp_path / "instance"
+    ensure_development_certificate(str(instance))
+    signer = build_signer({"APP_ENV": "development"}, str(instance))
+
+    with time_machine.travel(datetime.now(UTC) - timedelta(days=365)):
+        signed = signer.sign(contract, **SIGN_ARGS)
+
+    _, status = validate(signed.data, signer.certificate)
+    assert status.intact
 
 
 def test_production_without_a_certificate_does_not_fall_back_to_a_development_one(tmp_path):

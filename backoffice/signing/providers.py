@@ -213,7 +213,9 @@ def _self_signed_pkcs12(password: bytes) -> bytes:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
+        # Valid as long before today as after: tests and demos set the clock to fixed dates
+        # (time-machine), and a certificate made after such a date must still sign at it.
+        .not_valid_before(now - DEV_VALIDITY)
         .not_valid_after(now + DEV_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(

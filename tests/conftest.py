@@ -12,9 +12,11 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
@@ -213,3 +215,16 @@ def bucket(s3_client) -> str:
     name = f"ventanilla-{uuid.uuid4().hex[:16]}"
     s3_client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": AWS_REGION})
     return name
+
+
+# The day before the fixed business dates the call tests travel to (Monday 2026-11-23 onwards).
+BEFORE_THE_FIXED_DATES = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock_before_the_fixed_dates():
+    """Tests that mix records and cookies made "now" with fixed dates must not depend on the day
+    the suite runs: once the real clock passes those dates, a session cookie signed now is from
+    the future there, and records made now come after the moments the test sets."""
+    with time_machine.travel(BEFORE_THE_FIXED_DATES, tick=True):
+        yield

@@ -18,6 +18,8 @@ from backoffice.staff.models import Role
 from tests.conftest import csrf_token_from
 from tests.factories import last_link_token, make_call_task, signed_in_client
 
+pytestmark = pytest.mark.usefixtures("clock_before_the_fixed_dates")
+
 MADRID = ZoneInfo("Europe/Madrid")
 MONDAY_9H = datetime(2026, 11, 23, 9, 0, tzinfo=MADRID)
 FRIDAY_22H05 = datetime(2026, 11, 27, 22, 5, tzinfo=MADRID)

@@ -22,6 +22,8 @@ from backoffice.staff.models import Role
 from tests.conftest import requires_postgres
 from tests.factories import make_call_task, make_staff
 
+pytestmark = pytest.mark.usefixtures("clock_before_the_fixed_dates")
+
 MADRID = ZoneInfo("Europe/Madrid")
 MONDAY_9H = datetime(2026, 11, 23, 9, 0, tzinfo=MADRID)
 FRIDAY_22H05 = datetime(2026, 11, 27, 22, 5, tzinfo=MADRID)

@@ -223,8 +223,9 @@ BEFORE_THE_FIXED_DATES = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def clock_before_the_fixed_dates():
-    """Tests that mix records and cookies made "now" with fixed dates must not depend on the day
-    the suite runs: once the real clock passes those dates, a session cookie signed now is from
-    the future there, and records made now come after the moments the test sets."""
+    """Tests that mix the real clock with fixed dates must not depend on the day the suite runs.
+    Once the real clock passes those dates, a session cookie signed now is from the future
+    there, and the replan that logging an outcome enqueues (run inline, at the real time) finds
+    the test's callback already late and releases it."""
     with time_machine.travel(BEFORE_THE_FIXED_DATES, tick=True):
         yield

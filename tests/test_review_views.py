@@ -2,6 +2,7 @@
 
 import html
 import re
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, select
@@ -223,8 +224,11 @@ def _next_page_url(page: str) -> str | None:
 
 def test_the_queue_shows_one_page_and_links_to_the_next(app, monkeypatch):
     monkeypatch.setattr(queue, "PAGE_SIZE", 1)
-    _application(app)
-    _application(app, company_name="Otra Empresa S.A.", company_tax_id="A58818501")
+    sooner = _application(app)
+    later = _application(app, company_name="Otra Empresa S.A.", company_tax_id="A58818501")
+    # Submitted outside business hours, both would share a deadline and the order would be the ids'.
+    later.call_deadline = sooner.call_deadline + timedelta(minutes=1)
+    db.session.commit()
     reviewer, _ = signed_in_client(app, Role.LEGAL_REVIEWER)
 
     first = reviewer.get("/admin/review/").get_data(as_text=True)

@@ -1,7 +1,7 @@
 """One-time codes sent by SMS to prove a phone and to sign a document (NIST SP 800-63B rev. 4).
 
-A challenge binds its codes to one subject (a registration) and to the SHA-256 of the one
-document they may sign. Codes are stored only as an HMAC; wrong tries are counted on the
+A challenge binds its codes to one subject (a registration, an account) and to the SHA-256 of
+the one document they may sign (for a phone proof, of the account and number proven). Codes are stored only as an HMAC; wrong tries are counted on the
 challenge, so a resend never gives an attacker more guesses.
 """
 
@@ -60,7 +60,7 @@ class OtpCode(db.Model):
 # AFTER flushing the wrong-try count, so the caller must commit before answering (otherwise a
 # rollback would hand the guesser unlimited tries).
 
-PURPOSES = ("ecustomer_contract", "representative_contract")
+PURPOSES = ("ecustomer_contract", "representative_contract", "phone_verification")
 SMS_TEMPLATE = "one_time_code"
 CODE_DIGITS = 6
 RESEND_WINDOW = timedelta(hours=1)
@@ -92,7 +92,7 @@ def _code_hmac(challenge_id: int, code: str) -> str:
     return hmac.new(_hmac_key(), f"{challenge_id}:{code}".encode(), sha256).hexdigest()
 
 
-def _seconds_until(moment: datetime, now: datetime) -> int:
+def seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds()))
 
 
@@ -234,9 +234,9 @@ def resend_code(challenge: OtpChallenge, *, language: str, now: datetime | None 
 
     if limited_until is not None:
         until = max(limited_until, too_soon_until) if too_soon_until else limited_until
-        raise OtpError("resend_limit", retry_after=_seconds_until(until, now))
+        raise OtpError("resend_limit", retry_after=seconds_until(until, now))
     if too_soon_until is not None:
-        raise OtpError("resend_too_soon", retry_after=_seconds_until(too_soon_until, now))
+        raise OtpError("resend_too_soon", retry_after=seconds_until(too_soon_until, now))
     _send_code(challenge, language=language, now=now)
 
 

@@ -7,10 +7,12 @@ from typing import Any
 from flask import jsonify, request
 from flask_smorest import Blueprint
 
+from backoffice.customers import phone
 from backoffice.customers import service as accounts
 from backoffice.customers.models import CustomerAccount
 from backoffice.extensions import db, limiter
 from backoffice.i18n import request_language
+from backoffice.identity import mask_phone
 from customer_api.core import (
     BEARER_SECURITY,
     IDEMPOTENCY_KEY,
@@ -20,6 +22,7 @@ from customer_api.core import (
     documented_errors,
     guard_json_body,
     idempotent,
+    keeping_attempts,
     require_customer,
     user_agent,
 )
@@ -27,6 +30,8 @@ from customer_api.schemas import (
     AccountSchema,
     PasswordResetConfirmSchema,
     PasswordResetRequestSchema,
+    PhoneCodeSentSchema,
+    PhoneConfirmationSchema,
     PolicyListSchema,
     ProfileUpdateSchema,
     RegistrationSchema,
@@ -195,6 +200,32 @@ def update_me(data: dict[str, Any]):
         sent=frozenset(name for name in ("first_name", "last_name", "tax_id") if name in data),
     )
     accounts.update_profile(account, change, ip=client_ip())
+    return account_body(account)
+
+
+@blp.route("/me/phone-verification", methods=["POST"])
+@blp.doc(security=BEARER_SECURITY)
+@blp.response(202, PhoneCodeSentSchema)
+@documented_errors(blp, 401, 409, 429)
+@require_customer
+def send_phone_code():
+    """Text a code to the profile phone; asked again, a new code replaces the old one. A proven
+    phone lets the account be linked to the policyholder record holding that number."""
+    account, _ = current_customer()
+    keeping_attempts(lambda: phone.send_code(account, ip=client_ip()))
+    return {"status": "code_sent", "phone_hint": mask_phone(account.phone)}, 202
+
+
+@blp.route("/me/phone-verification/confirm", methods=["POST"])
+@blp.doc(security=BEARER_SECURITY)
+@require_customer  # before the body is parsed: without credentials the answer is 401, not 422
+@blp.arguments(PhoneConfirmationSchema)
+@blp.response(200, AccountSchema)
+@documented_errors(blp, 401, 409, 410, 422)
+def confirm_phone(data: dict[str, Any]):
+    """Prove the profile phone with the code it received."""
+    account, _ = current_customer()
+    keeping_attempts(lambda: phone.confirm(account, data["code"], ip=client_ip()))
     return account_body(account)
 
 

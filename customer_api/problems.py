@@ -72,6 +72,9 @@ MESSAGES = {
     "challenge_closed": _l("This code can no longer be used. Please start again."),
     "service_unavailable": _l("The service is temporarily unavailable. Please try again later."),
     "not_confirmed": _l("Confirm your details and accept the signature provider's terms first."),
+    "phone_missing": _l("Add a phone to your profile first."),
+    "phone_already_verified": _l("This phone is already confirmed."),
+    "no_code_sent": _l("Ask for a code for this phone first."),
 }
 
 

@@ -93,6 +93,9 @@ class AddressSchema(ApiSchema):
 class ProfileSchema(ApiSchema):
     address = fields.Nested(AddressSchema, required=True)
     phone = fields.String(allow_none=True)
+    phone_verified = fields.Boolean(
+        required=True, metadata={"description": "The customer typed back an SMS code sent to `phone`"}
+    )
     first_name = fields.String(allow_none=True)
     last_name = fields.String(allow_none=True)
     tax_id = fields.String(
@@ -120,6 +123,15 @@ class AccountSchema(ApiSchema):
     email_verified = fields.Boolean(required=True)
     profile = fields.Nested(ProfileSchema, required=True)
     association = fields.Nested(AssociationSchema, required=True)
+
+
+class PhoneCodeSentSchema(ApiSchema):
+    status = fields.String(required=True, validate=validate.OneOf(["code_sent"]))
+    phone_hint = fields.String(required=True)
+
+
+class PhoneConfirmationSchema(ApiSchema):
+    code = text(required=True, max_length=32)
 
 
 class SessionSchema(ApiSchema):

@@ -563,3 +563,18 @@ def test_two_clerks_claiming_at_once_never_get_the_same_case(app):
 
     assert sorted(claimed, key=str) == sorted([case.id, None, None, None], key=str)
     assert len(_events("association.case_claimed")) == 1
+
+
+@pytest.mark.parametrize(("proven", "shown"), [(True, True), (False, False)])
+def test_the_case_page_says_whether_the_customer_proved_the_phone(app, proven, shown):
+    case = _case(candidates=[make_policyholder()])
+    if proven:
+        db.session.get(CustomerAccount, case.account_id).phone_verified_at = datetime(
+            2026, 11, 20, tzinfo=UTC
+        )
+        db.session.commit()
+    clerk, _ = signed_in_client(app, Role.ASSOCIATION_CLERK)
+
+    page = clerk.get(f"{BASE}/{case.id}").get_data(as_text=True)
+
+    assert ('data-testid="phone-proven"' in page) is shown

@@ -413,6 +413,18 @@ def test_when_both_limits_apply_the_later_time_is_given(app):
             "Ventanilla: your code to sign the e-Customer representative contract is {code}. "
             "It expires in 10 minutes. Do not share it with anyone.",
         ),
+        (
+            "es",
+            "phone_verification",
+            "Ventanilla: tu codigo para confirmar este telefono en tu cuenta es {code}. "
+            "Caduca en 10 minutos. No lo compartas con nadie.",
+        ),
+        (
+            "en",
+            "phone_verification",
+            "Ventanilla: your code to confirm this phone on your account is {code}. "
+            "It expires in 10 minutes. Do not share it with anyone.",
+        ),
     ],
 )
 def test_the_sms_says_only_the_code_its_purpose_and_its_lifetime(app, language, purpose, text):

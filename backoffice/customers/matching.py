@@ -16,11 +16,14 @@ which fields agree and how similar the names are. The score is a logistic of sum
 per-field weights (agreement adds, contradiction subtracts), in 0..1.
 
 Linking automatically is deliberately narrow. Only the account's email is proven (the
-customer clicked the link we sent); its name, phone and declared tax ID are typed by the
-customer and anyone can type someone else's. So a candidate is *sure* only when nothing
-contradicts it, its score reaches `MATCH_AUTO_LINK_SCORE`, and one of these proofs holds:
+customer clicked the link we sent), and its phone once the customer typed back an SMS code
+sent to it (`customers/phone.py`); its name, an unproven phone and the declared tax ID are
+typed by the customer and anyone can type someone else's. So a candidate is *sure* only when
+nothing contradicts it, its score reaches `MATCH_AUTO_LINK_SCORE`, and one of these proofs holds:
 
 * the verified email is the record's mailbox;
+* unless `MATCH_LINK_WITH_PROVEN_PHONE` is off, the proven phone is the record's and the
+  typed name agrees (families share numbers: the name tells them apart);
 * the verified email is one slip away from the record's (`one_edit_apart`: the record was
   mistyped in the core system) and the typed name agrees, with the phone or the tax ID;
 * unless `MATCH_LINK_WITHOUT_EMAIL` is off, all three typed identifiers (tax ID, phone and
@@ -71,6 +74,7 @@ DEFAULT_SETTINGS = {
     "MATCH_MARGIN": 50,  # ... and be this many times likelier (odds ratio) than the runner-up
     "MATCH_TRGM_LIMIT": 45,  # pg_trgm `%` threshold for the name and email-local searches
     "MATCH_LINK_WITHOUT_EMAIL": True,  # tax ID + phone + name all agreeing may stand in for the email
+    "MATCH_LINK_WITH_PROVEN_PHONE": True,  # a phone proven by SMS + name may stand in for the email
 }
 
 # Per-field weights (log-odds points). The score is the logistic of their sum minus OFFSET:
@@ -81,6 +85,7 @@ W_EMAIL_EXACT = 10.0
 W_EMAIL_FUZZY = 6.0  # scaled by how close the local parts are (same domain only)
 EMAIL_FUZZY_FLOOR = 0.75
 W_PHONE_AGREE = 4.0
+W_PHONE_PROVEN = W_EMAIL_EXACT  # the customer read an SMS sent to it: as good as the clicked email link
 W_PHONE_DISAGREE = -1.0  # people change numbers: only a weak hint
 W_NAME_AGREE = 5.0
 W_NAME_CONTRADICT = -6.0
@@ -316,7 +321,10 @@ def _evidence(account: CustomerAccount, holder: Policyholder) -> tuple[list[Fiel
 
     if account.phone and holder.phone:
         agrees = account.phone == holder.phone
-        weight += W_PHONE_AGREE if agrees else W_PHONE_DISAGREE
+        if agrees:
+            weight += W_PHONE_PROVEN if account.phone_verified_at is not None else W_PHONE_AGREE
+        else:
+            weight += W_PHONE_DISAGREE
         items.append(FieldEvidence("phone", account.phone, holder.phone, agrees, 1.0 if agrees else 0.0))
     else:
         items.append(FieldEvidence("phone", account.phone, holder.phone, None, 0.0))
@@ -362,6 +370,11 @@ def explain(account: CustomerAccount, holder: Policyholder) -> Candidate:
     agrees = {item.field for item in items if item.agrees}
     proven = (
         "email" in agrees
+        or (
+            bool(_setting("MATCH_LINK_WITH_PROVEN_PHONE"))
+            and account.phone_verified_at is not None
+            and {"phone", "name"} <= agrees
+        )
         or (
             one_edit_apart(account.email, holder.email)
             and "name" in agrees

@@ -106,6 +106,8 @@ class CustomerAccount(db.Model):
     email_verified_at: Mapped[datetime | None]
     last_sign_in_at: Mapped[datetime | None]
     phone: Mapped[str | None] = mapped_column(String(32))
+    # Set when the customer typed an SMS code sent to `phone`; cleared when the phone changes.
+    phone_verified_at: Mapped[datetime | None]
     address_line1: Mapped[str | None] = mapped_column(String(255))
     address_line2: Mapped[str | None] = mapped_column(String(255))
     postal_code: Mapped[str | None] = mapped_column(String(16))

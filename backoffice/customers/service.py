@@ -391,6 +391,7 @@ def profile_of(account: CustomerAccount) -> dict[str, Any]:
             "country": account.country,
         },
         "phone": account.phone,
+        "phone_verified": account.phone_verified_at is not None,
         "first_name": account.first_name,
         "last_name": account.last_name,
         "tax_id": account.declared_tax_id,
@@ -482,6 +483,8 @@ def update_profile(
         )
     if errors:
         raise AccountError(422, "validation_error", errors)
+    if "phone" in updates and updates["phone"] != account.phone:
+        account.phone_verified_at = None  # a proof of the old number says nothing of the new one
     for name, value in updates.items():
         setattr(account, name, value)
     db.session.flush()

@@ -27,7 +27,9 @@ Population (seeded, deterministic), with the truth kept aside:
 Metrics, engine next to an exact-email-only baseline (the rule before the engine: exactly one
 holder with the lower-cased email links): auto-link precision (correct links / links), recall
 (correct links / accounts that have a true holder), candidate recall@5 (true holder among the
-top five / accounts that have a true holder). Evaluation does not write: it runs the engine's
+top five / accounts that have a true holder), and the best recall@5 this population allows
+(`report_findable`: accounts sharing nothing with their holder, and names shared by many
+holders, bound it from above whatever the engine does). Evaluation does not write: it runs the engine's
 `assess` per account, exactly what `match_account` decides on.
 
 `--speed` (PostgreSQL): loads `--speed-holders` holders with COPY, then prints, on a sample of
@@ -47,6 +49,7 @@ import sys
 import tempfile
 import time
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -760,6 +763,42 @@ def _score_baseline(accounts: list[Account], holders: list[Holder], baseline: Sc
                 baseline.add_wrong(account.scenario)
 
 
+def report_findable(accounts: list[Account], holders: list[Holder]) -> None:
+    """What candidate recall@5 can reach on this population at best, from the truth: an account
+    that shares nothing with its holder (another email, and no name, no phone on record, no tax
+    ID) cannot be found by anyone; one that shares only a name with n holders of that same name
+    is among the top five at best 5/n of the time (nothing tells them apart)."""
+    by_id = {holder.id: holder for holder in holders}
+    homonyms = Counter(matching.fold_name(holder.name) for holder in holders)
+    with_truth = nothing = name_only = crowded = 0
+    expected_found = 0.0
+    for account in accounts:
+        if account.truth is None:
+            continue
+        with_truth += 1
+        holder = by_id[account.truth]
+        shares_email = account.scenario != "other_email"
+        shares_phone = (
+            account.phone is not None
+            and holder.phone is not None
+            and normalise_phone(account.phone) == holder.phone
+        )
+        if shares_email or shares_phone or account.declared_tax_id:
+            expected_found += 1
+        elif not account.first_name:
+            nothing += 1
+        else:
+            name_only += 1
+            same_name = homonyms[matching.fold_name(holder.name)]
+            crowded += same_name > 5
+            expected_found += min(1.0, 5 / same_name)
+    print(
+        f"findable at best: {nothing} accounts share nothing with their holder; {name_only} share only "
+        f"the name ({crowded} of them with more than 5 holders of that name): recall@5 <= "
+        f"{100 * expected_found / with_truth:.2f}%"
+    )
+
+
 def report_quality(engine: Score, baseline: Score, with_truth: int, seconds: float, count: int) -> bool:
     def pct(part: int, whole: int) -> float:
         return 100 * part / whole if whole else 0.0
@@ -977,6 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             engine, baseline, with_truth, seconds = evaluate(accounts, holders)
         ok = report_quality(engine, baseline, with_truth, seconds, len(accounts))
+        report_findable(accounts, holders)
         db.session.remove()
         db.engine.dispose()
     return 0 if ok else 1

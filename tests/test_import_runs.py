@@ -383,6 +383,17 @@ def test_the_progress_json_says_the_failure_in_the_viewers_language(app):
     assert body["error"] == "La importación se detuvo: disk full"
 
 
+def test_the_progress_json_gives_the_failure_code_for_scripts(app):
+    client = clerk_reading(app, "es")
+    run = _stored_run(app, ImportStatus.FAILED)
+    run.error_code, run.error_details = "stopped", {"error": "disk full"}
+    db.session.commit()
+
+    body = client.get(f"{URL}{run.id}/progress").get_json()
+
+    assert body["error_code"] == "stopped"
+
+
 def test_a_run_that_failed_before_codes_shows_its_text_as_it_is(app):
     client = clerk_reading(app, "es")
     run = _stored_run(app, ImportStatus.FAILED)

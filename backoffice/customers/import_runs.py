@@ -111,6 +111,7 @@ class Progress:
     rejected: int
     rematched: int
     error: str | None
+    error_code: str | None  # stable, for scripts; `error` is said in the reader's language
     finished: bool
 
     def as_json(self) -> dict[str, Any]:
@@ -124,6 +125,7 @@ class Progress:
             "rejected": self.rejected,
             "rematched": self.rematched,
             "error": self.error,
+            "error_code": self.error_code,
             "finished": self.finished,
         }
 
@@ -474,6 +476,7 @@ def progress_of(run: ImportRun) -> Progress:
         rejected=run.rejected,
         rematched=run.rematched,
         error=error_message(run),
+        error_code=run.error_code,
         finished=finished,
     )
 

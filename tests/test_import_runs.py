@@ -583,6 +583,7 @@ def test_progress_json_of_a_finished_run(app, clerk, pending_matching):
         "rejected": 1,
         "rematched": run.rematched,
         "error": None,
+        "error_code": None,
         "finished": True,
     }
 

@@ -578,3 +578,21 @@ def test_the_case_page_says_whether_the_customer_proved_the_phone(app, proven, s
     page = clerk.get(f"{BASE}/{case.id}").get_data(as_text=True)
 
     assert ('data-testid="phone-proven"' in page) is shown
+
+
+@pytest.mark.parametrize(("proven", "suggested"), [(False, True), (True, False)])
+def test_asking_the_customer_suggests_proving_the_phone_until_it_is_proven(app, proven, suggested):
+    case = _case(candidates=[make_policyholder()], language="en")
+    if proven:
+        db.session.get(CustomerAccount, case.account_id).phone_verified_at = datetime(2026, 11, 20, tzinfo=UTC)
+        db.session.commit()
+    clerk, _ = signed_in_client(app, Role.ASSOCIATION_CLERK)
+    _claim_next(clerk)
+
+    _send(clerk, case, "/ask-customer", message="- Check your surname, please.")
+
+    account = db.session.get(CustomerAccount, case.account_id)
+    (email,) = _emails(account.email, "association_check_details")
+    assert ("confirm your mobile phone" in email.body_text) is suggested
+    assert ("confirm your mobile phone" in email.body_html) is suggested
+    assert "\n\n\n" not in email.body_text

@@ -572,6 +572,8 @@ def ask_customer(
             "name": account.first_name or "",
             "message": text,
             "contact_phone": current_app.config["CUSTOMER_CONTACT_PHONE"],
+            # A phone proven by SMS that is on their record is enough to link them.
+            "suggest_proving_phone": account.phone_verified_at is None,
         },
         language=pick_language(account.language),
     )

@@ -584,7 +584,9 @@ def test_the_case_page_says_whether_the_customer_proved_the_phone(app, proven, s
 def test_asking_the_customer_suggests_proving_the_phone_until_it_is_proven(app, proven, suggested):
     case = _case(candidates=[make_policyholder()], language="en")
     if proven:
-        db.session.get(CustomerAccount, case.account_id).phone_verified_at = datetime(2026, 11, 20, tzinfo=UTC)
+        db.session.get(CustomerAccount, case.account_id).phone_verified_at = datetime(
+            2026, 11, 20, tzinfo=UTC
+        )
         db.session.commit()
     clerk, _ = signed_in_client(app, Role.ASSOCIATION_CLERK)
     _claim_next(clerk)

@@ -43,6 +43,12 @@ def _customer(account: CustomerAccount, ip: str | None) -> Actor:
     return Actor.customer(account.id, account.username, ip)
 
 
+def _record(action: str, account: CustomerAccount, ip: str | None, after: dict[str, object]) -> None:
+    audit.record(
+        action, actor=_customer(account, ip), subject_type=SUBJECT_TYPE, subject_id=account.id, after=after
+    )
+
+
 def _open_challenge(account: CustomerAccount) -> otp.OtpChallenge | None:
     """The newest challenge still open for the account's current phone."""
     return db.session.execute(
@@ -113,13 +119,7 @@ def send_code(account: CustomerAccount, *, ip: str | None, now: datetime | None 
             otp.resend_code(challenge, language=account.language, now=now)
     except otp.OtpError as exc:
         raise otp_failure(exc) from exc
-    audit.record(
-        "customer.phone_code_sent",
-        actor=_customer(account, ip),
-        subject_type=SUBJECT_TYPE,
-        subject_id=account.id,
-        after={"phone": account.phone},
-    )
+    _record("customer.phone_code_sent", account, ip, {"phone": account.phone})
     return challenge
 
 
@@ -134,25 +134,18 @@ def confirm(account: CustomerAccount, code: str, *, ip: str | None, now: datetim
     try:
         otp.verify_code(challenge, code, document_sha256=_binding(account), now=now)
     except otp.OtpError as exc:
-        audit.record(
+        _record(
             "customer.phone_code_rejected",
-            actor=_customer(account, ip),
-            subject_type=SUBJECT_TYPE,
-            subject_id=account.id,
-            after={"reason": exc.code, "attempts_left": exc.attempts_left},
+            account,
+            ip,
+            {"reason": exc.code, "attempts_left": exc.attempts_left},
         )
         failure = otp_failure(exc)
         if exc.code == "attempts_exhausted":
             failure.extra["title"] = str(CODES_EXHAUSTED)
         raise failure from exc
     account.phone_verified_at = now
-    audit.record(
-        "customer.phone_verified",
-        actor=_customer(account, ip),
-        subject_type=SUBJECT_TYPE,
-        subject_id=account.id,
-        after={"phone": account.phone},
-    )
+    _record("customer.phone_verified", account, ip, {"phone": account.phone})
     db.session.flush()
     match_account(account, actor=MATCHER, now=now)
     reopen_after_customer_reply(account, actor=_customer(account, ip))

@@ -201,6 +201,16 @@ def test_an_account_may_start_proving_only_a_few_numbers_an_hour(app):
     assert texts_to(numbers[2]) == []
 
 
+def test_many_accounts_cannot_add_up_guesses_at_one_numbers_codes(app):
+    app.config["PHONE_VERIFICATION_STARTS_PER_NUMBER_PER_HOUR"] = 2
+    client = app.test_client()
+    answers = [send(client, customer(client)[1]) for _ in range(3)]
+
+    assert [answer.status_code for answer in answers] == [202, 202, 429]
+    assert answers[2].json["code"] == "resend_limit"
+    assert len(texts_to()) == 2
+
+
 def test_the_limit_on_new_numbers_lifts_after_an_hour(app):
     app.config["PHONE_VERIFICATION_NUMBERS_PER_HOUR"] = 1
     client = app.test_client()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from hashlib import sha256
+from typing import Any
 
 from flask import current_app
 from flask_babel import lazy_gettext as _l
@@ -73,27 +74,47 @@ def _require_unproven_phone(account: CustomerAccount) -> None:
         raise AccountError(409, "phone_already_verified")
 
 
-def _limit_new_numbers(account: CustomerAccount, now: datetime) -> None:
-    """A new challenge's first code is not a resend, so it is limited here: an account cannot
-    make us text one number after another (someone else's, typed into its profile)."""
-    since = now - otp.RESEND_WINDOW
+def _retry_after_limit(*where: Any, setting: str, now: datetime) -> int | None:
+    """Seconds until fewer than `setting` phone-proof challenges matching `where` were opened in
+    the last hour, or None when fewer already were."""
     opened = list(
         db.session.execute(
             select(otp.OtpChallenge.created_at)
             .where(
                 otp.OtpChallenge.purpose == OTP_PURPOSE,
-                otp.OtpChallenge.subject_type == SUBJECT_TYPE,
-                otp.OtpChallenge.subject_id == str(account.id),
-                otp.OtpChallenge.created_at > since,
+                otp.OtpChallenge.created_at > now - otp.RESEND_WINDOW,
+                *where,
             )
             .order_by(otp.OtpChallenge.created_at)
         ).scalars()
     )
-    limit = int(current_app.config["PHONE_VERIFICATION_NUMBERS_PER_HOUR"])
-    if len(opened) >= limit:
-        raise otp.OtpError(
-            "resend_limit", retry_after=otp.seconds_until(opened[-limit] + otp.RESEND_WINDOW, now)
-        )
+    limit = int(current_app.config[setting])
+    if len(opened) < limit:
+        return None
+    return otp.seconds_until(opened[-limit] + otp.RESEND_WINDOW, now)
+
+
+def _limit_new_challenges(account: CustomerAccount, now: datetime) -> None:
+    """A new challenge's first code is not a resend, so it is limited here, twice: an account
+    cannot make us text one number after another (someone else's, typed into its profile), and
+    many accounts typing the same number cannot add up guesses at its codes (each challenge
+    allows OTP_MAX_WRONG_ATTEMPTS)."""
+    waits = [
+        _retry_after_limit(
+            otp.OtpChallenge.subject_type == SUBJECT_TYPE,
+            otp.OtpChallenge.subject_id == str(account.id),
+            setting="PHONE_VERIFICATION_NUMBERS_PER_HOUR",
+            now=now,
+        ),
+        _retry_after_limit(
+            otp.OtpChallenge.phone == account.phone,
+            setting="PHONE_VERIFICATION_STARTS_PER_NUMBER_PER_HOUR",
+            now=now,
+        ),
+    ]
+    waits = [wait for wait in waits if wait is not None]
+    if waits:
+        raise otp.OtpError("resend_limit", retry_after=max(waits))
 
 
 def send_code(account: CustomerAccount, *, ip: str | None, now: datetime | None = None) -> otp.OtpChallenge:
@@ -105,7 +126,7 @@ def send_code(account: CustomerAccount, *, ip: str | None, now: datetime | None 
     challenge = _open_challenge(account)
     try:
         if challenge is None:
-            _limit_new_numbers(account, now)
+            _limit_new_challenges(account, now)
             challenge = otp.open_challenge(
                 purpose=OTP_PURPOSE,
                 subject_type=SUBJECT_TYPE,

@@ -368,6 +368,25 @@ def test_password_creates_a_linked_account_whose_username_is_the_tax_id(client, 
     assert len(policies) == 2
 
 
+def test_the_new_account_holds_the_phone_the_signing_code_proved(client, holder):
+    _, token = activated(client)
+
+    profile = client.get("/api/v1/me", headers=bearer(token)).json["profile"]
+
+    assert (profile["phone"], profile["phone_verified"]) == (PHONE, True)
+
+
+def test_an_individual_account_keeps_its_own_phone_unproven(client, holder):
+    existing = make_customer(EMAIL, password=CUSTOMER_PASSWORD)
+    existing.phone = "+34699887766"
+    db.session.commit()
+
+    activated(client)
+
+    db.session.refresh(existing)
+    assert (existing.phone, existing.phone_verified_at) == ("+34699887766", None)
+
+
 def test_password_twice_is_409(client, holder):
     registration_id, _ = activated(client)
 

@@ -288,6 +288,9 @@ def activate(
     account.password_hash = hash_password(password)
     account.email_verified_at = account.email_verified_at or now
     account.terms_accepted_at = account.terms_accepted_at or registration.signed_at
+    if account.phone in (None, registration.phone):  # the signing code proved this number
+        account.phone = registration.phone
+        account.phone_verified_at = account.phone_verified_at or registration.signed_at
     db.session.flush()
     actor = Actor.customer(account.id, account.tax_id, ip)
     link(account, registration.policyholder, actor=actor, now=now)

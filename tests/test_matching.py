@@ -248,6 +248,21 @@ def test_a_slip_in_the_records_address_links_when_the_name_and_phone_agree(app):
     assert mine.policyholder_id == record.id
 
 
+def test_a_slip_in_the_records_address_links_when_the_tax_id_and_phone_agree(app):
+    record = holder(email="maria.garcai@correo.example", phone="+34612345678")
+    mine = account("maria.garcia@correo.example", phone="+34612345678", tax_id="12345678Z")
+
+    assert matching.match_account(mine, actor=matching.SYSTEM) == AssociationStatus.LINKED
+    assert mine.policyholder_id == record.id
+
+
+def test_a_slip_in_the_records_address_and_the_phone_alone_do_not_link(app):
+    holder(email="maria.garcai@correo.example", phone="+34612345678")
+    mine = account("maria.garcia@correo.example", phone="+34612345678")
+
+    assert matching.match_account(mine, actor=matching.SYSTEM) == AssociationStatus.PENDING
+
+
 def test_a_slip_in_the_records_address_and_the_name_alone_do_not_link(app):
     holder(email="maria.garcai@correo.example", phone="+34612345678")
     mine = account("maria.garcia@correo.example", first="María", last="García López")

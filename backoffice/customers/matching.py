@@ -25,7 +25,7 @@ nothing contradicts it, its score reaches `MATCH_AUTO_LINK_SCORE`, and one of th
 * unless `MATCH_LINK_WITH_PROVEN_PHONE` is off, the proven phone is the record's and the
   typed name agrees (families share numbers: the name tells them apart);
 * the verified email is one slip away from the record's (`one_edit_apart`: the record was
-  mistyped in the core system) and the typed name agrees, with the phone or the tax ID;
+  mistyped in the core system) and two of the typed name, phone and tax ID agree;
 * unless `MATCH_LINK_WITHOUT_EMAIL` is off, all three typed identifiers (tax ID, phone and
   name) agree: the knowledge the e-Customer sign-up asks for.
 
@@ -375,11 +375,7 @@ def explain(account: CustomerAccount, holder: Policyholder) -> Candidate:
             and account.phone_verified_at is not None
             and {"phone", "name"} <= agrees
         )
-        or (
-            one_edit_apart(account.email, holder.email)
-            and "name" in agrees
-            and bool(agrees & {"phone", "tax_id"})
-        )
+        or (one_edit_apart(account.email, holder.email) and len(agrees & {"name", "phone", "tax_id"}) >= 2)
         or (bool(_setting("MATCH_LINK_WITHOUT_EMAIL")) and {"tax_id", "phone", "name"} <= agrees)
     )
     sure = proven and not contradiction and score * 100 >= _setting("MATCH_AUTO_LINK_SCORE")

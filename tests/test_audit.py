@@ -235,6 +235,19 @@ def test_a_second_writer_takes_another_chain_instead_of_waiting(app):
     assert verify_chain().ok
 
 
+@requires_postgres
+def test_a_writer_holding_the_pools_last_connection_can_open_a_chain(make_app):
+    """Opening a chain takes a second connection. Taken from the pool, it waited for connections
+    whose holders waited for this writer's row locks: 16 reviewers on a pool of 15 hung."""
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0, "pool_timeout": 2})
+    with app.app_context():
+        db.session.info[CHAIN_KEY] = 9  # as when every open chain is busy
+
+        assert audit.record("application.approved", actor=ACTOR).chain == 9
+        db.session.commit()
+        assert verify_chain().ok
+
+
 def test_any_content_is_hashed_as_event_hash_defines(app):
     """On PostgreSQL the database computes the hash; it must be the one `audit verify` recomputes."""
     tricky = [

@@ -7,12 +7,14 @@ import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import URL, Engine, bindparam, create_engine, func, insert, select, text, update
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.pool import NullPool
 
 from backoffice.audit.models import AuditChainHead, AuditEvent, genesis_hash
 from backoffice.db import insert_ignoring_conflicts, utcnow
@@ -192,16 +194,25 @@ def _free_head(chains: int) -> tuple[int, int, str]:
 
 def _open_chain(chain: int) -> None:
     """Insert the chain's head (a no-op if it exists). On PostgreSQL in a transaction of its own,
-    committed at once, so writers opening chains at the same moment do not wait for each other."""
+    committed at once, so writers opening chains at the same moment do not wait for each other.
+    That transaction runs on a connection outside the pool: the writer already holds a pooled
+    connection and row locks, and with the pool spent it would wait for a connection whose
+    holder may be waiting for those very locks."""
     statement = insert_ignoring_conflicts(db.session, AuditChainHead, [AuditChainHead.id]).values(
         id=chain, last_seq=0, last_hash=genesis_hash(chain)
     )
     connection = db.session.connection()
     if connection.dialect.name == "postgresql":
-        with db.engine.begin() as own_transaction:
+        with _unpooled(db.engine.url).begin() as own_transaction:
             own_transaction.execute(statement)
     else:
         connection.execute(statement)
+
+
+@cache
+def _unpooled(url: URL) -> Engine:
+    """Each use connects and disconnects; chains are opened a few times in a database's life."""
+    return create_engine(url, poolclass=NullPool)
 
 
 def _lock_head(chain: int) -> tuple[int, str]:

@@ -109,15 +109,24 @@ def current_customer() -> tuple[CustomerAccount, CustomerSession]:
     return g.customer
 
 
+def bearer_token() -> str | None:
+    """The access token of `Authorization: Bearer <access_token>`, if that is what was sent."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def unauthorized() -> Any:
+    return problem(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+
 def require_customer(view: Callable[..., Any]) -> Callable[..., Any]:
     """`Authorization: Bearer <access_token>`; 401 when missing, unknown, expired or revoked."""
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        found = accounts.session_account(token.strip()) if scheme.lower() == "bearer" else None
+        found = accounts.session_account(bearer_token())
         if found is None:
-            return problem(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+            return unauthorized()
         g.customer = found
         return view(*args, **kwargs)
 

@@ -389,6 +389,19 @@ def test_session_expires(app, client):
         assert client.get("/api/v1/me", headers=bearer(token)).status_code == 401
 
 
+@pytest.mark.parametrize(("offset", "status"), [(timedelta(seconds=-1), 200), (timedelta(0), 401)])
+def test_me_and_every_other_call_agree_on_when_a_session_ends(app, client, offset, status):
+    """GET /me reads its answer in SQL; the other calls check the loaded session in Python."""
+    make_customer("ana.lopez@correo.example")
+    token = sign_in(client, "ana.lopez@correo.example").json["access_token"]
+    newest = select(CustomerSession.expires_at).order_by(CustomerSession.created_at.desc()).limit(1)
+    expires_at = db.session.scalar(newest)
+
+    with time_machine.travel(expires_at + offset, tick=False):
+        assert client.get("/api/v1/me", headers=bearer(token)).status_code == status
+        assert client.get("/api/v1/me/policies", headers=bearer(token)).status_code == status
+
+
 def test_tokens_are_stored_hashed(app, client):
     make_customer("ana.lopez@correo.example")
     token = sign_in(client, "ana.lopez@correo.example").json["access_token"]

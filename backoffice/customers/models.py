@@ -130,6 +130,10 @@ class CustomerAccount(db.Model):
     def username(self) -> str:
         return self.tax_id or self.email
 
+    @property
+    def policyholder_name(self) -> str | None:
+        return self.policyholder.name if self.policyholder is not None else None
+
     def __str__(self) -> str:
         return self.username
 

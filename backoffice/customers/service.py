@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, bindparam, select, update
+from sqlalchemy import Row, Select, bindparam, func, select, update
 from sqlalchemy.orm import contains_eager
 
 from backoffice import audit
@@ -28,6 +28,7 @@ from backoffice.customers.models import (
     CustomerAccount,
     CustomerSession,
     Policy,
+    Policyholder,
     TokenPurpose,
 )
 from backoffice.db import insert_ignoring_conflicts, utcnow
@@ -295,6 +296,53 @@ def _session_with_account() -> Select[tuple[CustomerSession]]:
         .options(contains_eager(CustomerSession.account).contains_eager(CustomerAccount.policyholder))
         .where(CustomerSession.token_hash == bindparam("token_hash"))
     )
+
+
+@cache
+def _account_summary() -> Select[Any]:
+    """GET /me's answer for a live session's token, as plain columns named like the account's
+    attributes (what `profile_of` and the API's body read). It is the API's most frequent
+    request: loading the session, account and holder as objects (41 columns, three identities)
+    cost more client time than the query itself."""
+    account = CustomerAccount
+    return (
+        select(
+            account.id,
+            account.email,
+            func.coalesce(account.tax_id, account.email).label("username"),
+            account.email_verified_at,
+            account.phone,
+            account.phone_verified_at,
+            account.address_line1,
+            account.address_line2,
+            account.postal_code,
+            account.city,
+            account.province,
+            account.country,
+            account.first_name,
+            account.last_name,
+            account.declared_tax_id,
+            account.association_status,
+            Policyholder.name.label("policyholder_name"),
+        )
+        .select_from(CustomerSession)
+        .join(account, account.id == CustomerSession.account_id)
+        .outerjoin(Policyholder, Policyholder.id == account.policyholder_id)
+        .where(
+            CustomerSession.token_hash == bindparam("token_hash"),
+            CustomerSession.revoked_at.is_(None),
+            CustomerSession.expires_at > bindparam("now", type_=CustomerSession.expires_at.type),
+        )
+    )
+
+
+def account_summary(token: str | None, *, now: datetime | None = None) -> Row[Any] | None:
+    """What GET /me shows of the account a bearer token signs in, or None when the token is
+    unknown, expired or revoked (the same test as `session_account`)."""
+    if not token:
+        return None
+    parameters = {"token_hash": _hash_token(token), "now": now or utcnow()}
+    return db.session.connection().execute(_account_summary(), parameters).one_or_none()
 
 
 def session_account(

@@ -1,8 +1,9 @@
 """GET /me is the API's most frequent request: one SQL statement, and a body that already has
 AccountSchema's shape (the view returns it without dumping it through the schema again)."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from sqlalchemy import event
@@ -11,22 +12,32 @@ from backoffice.customers.association import link
 from backoffice.extensions import db
 from customer_api.accounts import account_body
 from customer_api.schemas import AccountSchema
+from tests.conftest import requires_postgres
 from tests.factories import TEST_ACTOR, bearer, make_customer, make_policyholder, sign_in_token
 
 
 @contextmanager
-def statements() -> Iterator[list[str]]:
-    """The SQL statements sent while the block runs."""
-    sent: list[str] = []
+def sent_while(describe: Callable[[Any, str], Any]) -> Iterator[list[Any]]:
+    """`describe(cursor, statement)` of each SQL statement sent while the block runs."""
+    sent: list[Any] = []
 
     def record(connection, cursor, statement, parameters, context, executemany) -> None:
-        sent.append(statement)
+        sent.append(describe(cursor, statement))
 
     event.listen(db.engine, "before_cursor_execute", record)
     try:
         yield sent
     finally:
         event.remove(db.engine, "before_cursor_execute", record)
+
+
+def statements():
+    return sent_while(lambda cursor, statement: statement)
+
+
+def autocommit_modes():
+    """(first word of each statement, whether it ran outside a transaction)."""
+    return sent_while(lambda cursor, statement: (statement.split()[0], cursor.connection.autocommit))
 
 
 def linked_customer(email: str = "ana.gil@correo.example"):
@@ -60,3 +71,32 @@ def test_the_me_body_is_what_the_schema_would_dump(app, client, linked):
 
     assert AccountSchema().dump(body) == body
     assert client.get("/api/v1/me", headers=bearer(token)).json == body
+
+
+@requires_postgres
+def test_me_is_one_round_trip_on_postgres(app, client):
+    """No BEGIN and COMMIT around the one read: the API's most frequent request."""
+    token = sign_in_token(client, make_customer("ana.gil@correo.example").email)
+
+    with autocommit_modes() as sent:
+        assert client.get("/api/v1/me", headers=bearer(token)).status_code == 200
+
+    assert sent == [("SELECT", True)]
+
+
+@requires_postgres
+def test_the_next_request_on_that_connection_writes_in_a_transaction(make_app):
+    app = make_app(SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0})
+    with app.app_context():
+        make_customer("ana.gil@correo.example")
+        db.session.commit()  # the pool's one connection goes back for the requests
+        client = app.test_client()
+        token = sign_in_token(client, "ana.gil@correo.example")
+        client.get("/api/v1/me", headers=bearer(token))
+
+        with autocommit_modes() as sent:
+            response = client.patch("/api/v1/me", headers=bearer(token), json={"first_name": "Ana"})
+
+    assert response.status_code == 200
+    assert ("UPDATE", False) in sent
+    assert all(autocommit is False for _, autocommit in sent)

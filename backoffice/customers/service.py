@@ -31,7 +31,7 @@ from backoffice.customers.models import (
     Policyholder,
     TokenPurpose,
 )
-from backoffice.db import insert_ignoring_conflicts, utcnow
+from backoffice.db import insert_ignoring_conflicts, single_read_connection, utcnow
 from backoffice.extensions import db
 from backoffice.identity import IdentityError, normalise_email, normalise_phone, normalise_tax_id
 from backoffice.notifications.service import pick_language, queue_email
@@ -342,7 +342,7 @@ def account_summary(token: str | None, *, now: datetime | None = None) -> Row[An
     if not token:
         return None
     parameters = {"token_hash": _hash_token(token), "now": now or utcnow()}
-    return db.session.connection().execute(_account_summary(), parameters).one_or_none()
+    return single_read_connection(db.session).execute(_account_summary(), parameters).one_or_none()
 
 
 def session_account(

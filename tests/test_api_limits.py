@@ -1,5 +1,6 @@
 """Rate limits and Idempotency-Key on the accounts API."""
 
+import pytest
 from sqlalchemy import func, select
 
 from backoffice.customers.models import CustomerAccount
@@ -177,3 +178,9 @@ def test_idempotency_keys_expire_after_24_hours(client):
         _register(client, "ana.lopez@correo.example", **{"Idempotency-Key": "k-4"})
 
     assert db.session.execute(select(func.count(OutboxMessage.id))).scalar() == 2
+
+
+def test_app_wide_limits_are_refused(make_app):
+    """Limits are checked by their views' decorators only; an app-wide one would go unchecked."""
+    with pytest.raises(ValueError, match="RATELIMIT_DEFAULT"):
+        make_app(RATELIMIT_DEFAULT="100 per hour")

@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Row, Select, bindparam, func, select, update
+from sqlalchemy import Row, Select, bindparam, func, select, text, update
 from sqlalchemy.orm import contains_eager
 
 from backoffice import audit
@@ -25,13 +25,14 @@ from backoffice.customers.matching import SYSTEM as MATCHER
 from backoffice.customers.matching import match_account
 from backoffice.customers.models import (
     AccountToken,
+    AssociationStatus,
     CustomerAccount,
     CustomerSession,
     Policy,
     Policyholder,
     TokenPurpose,
 )
-from backoffice.db import insert_ignoring_conflicts, single_read_connection, utcnow
+from backoffice.db import single_read_connection, utcnow
 from backoffice.extensions import db
 from backoffice.identity import IdentityError, normalise_email, normalise_phone, normalise_tax_id
 from backoffice.notifications.service import pick_language, queue_email
@@ -106,6 +107,40 @@ def _send_verification(account: CustomerAccount, now: datetime, template: str = 
     )
 
 
+_NEW_ACCOUNT_FIELDS = (
+    "email",
+    "password_hash",
+    "language",
+    "created_at",
+    "terms_accepted_at",
+    "association_status",
+)
+
+
+_INSERT_NEW_ACCOUNT = (
+    "INSERT INTO {table} ({fields}) VALUES ({values}) ON CONFLICT (email) DO NOTHING RETURNING {returned}"
+)
+
+
+@cache
+def _insert_new_account() -> Select[tuple[CustomerAccount]]:
+    """A new account in one statement for the usual case, a new email (no look-up first); a
+    concurrent sign-up with the same email returns nothing instead of failing on the unique
+    index. Written as SQL text because SQLAlchemy cannot cache its ON CONFLICT construct and
+    compiled it again on every registration (PostgreSQL and SQLite share this syntax)."""
+    table = CustomerAccount.__table__
+    statement = text(
+        _INSERT_NEW_ACCOUNT.format(
+            table=table.name,
+            fields=", ".join(_NEW_ACCOUNT_FIELDS),
+            values=", ".join(f":{name}" for name in _NEW_ACCOUNT_FIELDS),
+            returned=", ".join(column.name for column in table.columns),
+        )
+    )
+    typed = statement.bindparams(*(bindparam(name, type_=table.c[name].type) for name in _NEW_ACCOUNT_FIELDS))
+    return select(CustomerAccount).from_statement(typed.columns(*table.columns))
+
+
 def register(
     email: str,
     password: str,
@@ -132,19 +167,15 @@ def register(
         raise AccountError(422, "validation_error", errors)
 
     password_hash = hash_password(password)
-    # One statement for the usual case, a new email (no look-up first); a concurrent sign-up
-    # with the same email also lands here instead of failing on the unique index.
-    account = db.session.scalars(
-        insert_ignoring_conflicts(db.session, CustomerAccount, [CustomerAccount.email])
-        .values(
-            email=email,
-            password_hash=password_hash,
-            language=pick_language(language),
-            created_at=now,
-            terms_accepted_at=now,
-        )
-        .returning(CustomerAccount)
-    ).one_or_none()
+    new_account = {
+        "email": email,
+        "password_hash": password_hash,
+        "language": pick_language(language),
+        "created_at": now,
+        "terms_accepted_at": now,
+        "association_status": AssociationStatus.NONE,
+    }
+    account = db.session.scalars(_insert_new_account(), new_account).one_or_none()
     if account is None:
         existing = find_by_email(email)
         if existing is not None:

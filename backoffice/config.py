@@ -216,7 +216,10 @@ def load_config(
     config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_timeout": 1, "socket_connect_timeout": 1}
     config["RATELIMIT_SWALLOW_ERRORS"] = True
     config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] = True
-    config["RATELIMIT_HEADERS_ENABLED"] = True
+    # No X-RateLimit-* counts on every answer: they would tell a guesser exactly how many sign-in
+    # or code attempts are left, and reading them cost a Redis round trip per limited request.
+    # A refused request still says when to come back (Retry-After, API.md).
+    config["RATELIMIT_HEADERS_ENABLED"] = False
     config["TESTING"] = config["APP_ENV"] == "testing"
     production = config["APP_ENV"] == "production"
     config["SESSION_COOKIE_HTTPONLY"] = True

@@ -1,5 +1,8 @@
 """Unbound extensions; `create_app` binds them to the application."""
 
+import math
+import time
+
 from flask import Flask
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -33,6 +36,14 @@ class ViewLimiter(Limiter):
     def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
         if not in_middleware:
             super()._check_request_limit(callable_name, in_middleware)
+
+    def retry_after(self) -> int:
+        """Seconds until the window of the limit this request exceeded ends, for the Retry-After
+        of a refused request (the only limit header sent: see config's RATELIMIT_HEADERS_ENABLED)."""
+        exceeded = self.current_limit
+        if exceeded is None:
+            return 60
+        return max(1, math.ceil(exceeded.window.reset_time - time.time()))
 
 
 limiter = ViewLimiter(key_func=get_remote_address)

@@ -8,6 +8,8 @@ from flask import Flask, Response, json, request
 from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import HTTPException
 
+from backoffice.extensions import limiter
+
 API_PREFIX = "/api/v1"
 PROBLEM_TYPE_BASE = "https://ventanilla.example/problems/"
 
@@ -155,18 +157,9 @@ def register_problem_handlers(app: Flask) -> None:
             return validation_problem(data["messages"])
         headers = dict(data.get("headers") or {})
         if error.code == 429:
-            limit = getattr(error, "limit", None)
-            headers.setdefault("Retry-After", str(_retry_after(limit)))
+            headers.setdefault("Retry-After", str(limiter.retry_after()))
         if error.code == 405 and getattr(error, "valid_methods", None):
             headers["Allow"] = ", ".join(error.valid_methods)
         if error.code == 400 and "messages" in data:
             return problem(400, "malformed_request", errors={"body": ["invalid_json"]}, headers=headers)
         return problem(error.code or 500, headers=headers)
-
-
-def _retry_after(limit: Any) -> int:
-    """Seconds until the window of the exceeded limit ends, for the Retry-After header."""
-    try:
-        return max(1, int(limit.limit.get_expiry()))
-    except AttributeError:
-        return 60

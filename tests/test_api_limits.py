@@ -184,3 +184,18 @@ def test_app_wide_limits_are_refused(make_app):
     """Limits are checked by their views' decorators only; an app-wide one would go unchecked."""
     with pytest.raises(ValueError, match="RATELIMIT_DEFAULT"):
         make_app(RATELIMIT_DEFAULT="100 per hour")
+
+
+def test_answers_do_not_say_how_many_attempts_are_left(make_app):
+    """A guesser would read the count of tries left; a refused request says only when to return."""
+    app = make_app(CUSTOMER_SIGN_IN_LIMIT_USERNAME="3 per 15 minutes")
+    with app.app_context():
+        make_customer("ana.lopez@correo.example")
+        client = app.test_client()
+        answers = [_sign_in(client, "ana.lopez@correo.example") for _ in range(4)]
+
+    assert [answer.status_code for answer in answers] == [401, 401, 401, 429]
+    assert not [
+        name for answer in answers for name in answer.headers.keys() if name.startswith("X-RateLimit")
+    ]
+    assert 0 < int(answers[-1].headers["Retry-After"]) <= 15 * 60

@@ -239,7 +239,7 @@ def too_many_attempts(error: RateLimitExceeded):
                 language=language,
             )
     response = current_app.make_response((page, 429))
-    response.headers["Retry-After"] = str(error.retry_after if hasattr(error, "retry_after") else 900)
+    response.headers["Retry-After"] = str(limiter.retry_after())
     return response
 
 

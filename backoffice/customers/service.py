@@ -318,7 +318,8 @@ def sign_in(
 @cache
 def _session_with_account() -> Select[tuple[CustomerSession]]:
     """A session with its account and the account's policyholder, in one statement: every
-    authenticated request needs the first two and `/me` the third. Built once, so SQLAlchemy
+    authenticated request needs the first two, and PATCH /me, the phone proof and /me/policies
+    the third (GET /me reads its own columns: `account_summary`). Built once, so SQLAlchemy
     reuses it without working out its cache key again on each request."""
     return (
         select(CustomerSession)

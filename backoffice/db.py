@@ -12,13 +12,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
-from sqlalchemy import DateTime, Enum, Insert, MetaData, event, text
+from psycopg.rows import namedtuple_row
+from sqlalchemy import DateTime, Enum, Insert, MetaData, Select, event, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, registry
 from sqlalchemy.types import TypeDecorator
@@ -114,14 +116,36 @@ def savepoint(session: Session) -> Iterator[SessionTransaction]:
         yield nested
 
 
-def single_read_connection(session: Session) -> Connection:
-    """The connection for a request whose only database work is one read. On PostgreSQL it runs
-    in autocommit: one round trip instead of three (BEGIN, the read, COMMIT). The pool puts the
-    connection back in transactional mode when it is returned. Only as the session's first use in
-    the request: a transaction already begun keeps its own mode."""
-    if session.get_bind().dialect.name == "postgresql":
-        return session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    return session.connection()
+def read_one_row(session: Session, statement: Select[Any], parameters: dict[str, Any]) -> Any | None:
+    """The first row of a read that is the request's only database work, or None.
+
+    On PostgreSQL the statement, compiled once, goes to the driver in autocommit on a pooled
+    connection: one round trip (no BEGIN and COMMIT), and none of the session's and SQLAlchemy's
+    result bookkeeping, which cost GET /me more CPU than the query itself (0.30 against 0.12 ms
+    a read, in-process). The row is a named tuple of what the driver returns, without
+    SQLAlchemy's type conversions: such a statement selects no timestamps (whether one is set
+    instead) and no enums it needs as members. Elsewhere it is an ordinary read in the session.
+    """
+    engine = session.get_bind()
+    if engine.dialect.name != "postgresql":
+        return session.execute(statement, parameters).first()
+    sql = _driver_sql(statement, engine.dialect)
+    with engine.connect() as connection:
+        driver = connection.connection.driver_connection
+        try:
+            driver.autocommit = True
+            with driver.cursor(row_factory=namedtuple_row) as cursor:
+                row = cursor.execute(sql, parameters).fetchone()
+            driver.autocommit = False
+        except engine.dialect.loaded_dbapi.Error:
+            connection.invalidate()  # whatever state it is in, the pool does not get it back
+            raise
+    return row
+
+
+@lru_cache(maxsize=32)
+def _driver_sql(statement: Select[Any], dialect: Dialect) -> str:
+    return str(statement.compile(dialect=dialect))
 
 
 def plan_for_current_sizes(session: Session) -> None:

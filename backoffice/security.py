@@ -7,9 +7,10 @@ Style attributes alone are allowed (`style-src-attr 'unsafe-inline'`): Flask-Adm
 builds its date-range filters with a `style="..."` attribute, and a few of our templates use them;
 a style attribute cannot run script, and `<style>` elements and foreign style sheets stay refused.
 
-Files (any response with a Content-Disposition): `default-src 'none'; sandbox` (and no framing),
-so even an upload that is an HTML or SVG polyglot cannot run script if a browser ever renders it,
-and only the allow-listed document types may be shown inline.
+Everything that is not a page (files, the API's JSON, scripts and styles): `default-src 'none';
+sandbox` and no framing, so even an upload that is an HTML or SVG polyglot cannot run script if a
+browser ever renders it, and a JSON answer opened in a tab loads nothing. Files (any response with
+a Content-Disposition) are downloaded unless their type is allow-listed for showing inline.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def security_headers(response: Response) -> Response:
         _confine_file(response)
         headers["Content-Security-Policy"] = DOCUMENT_POLICY
     else:
-        headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+        policy = PAGE_POLICY if response.mimetype in PAGE_TYPES else DOCUMENT_POLICY
+        headers.setdefault("Content-Security-Policy", policy)
     headers["X-Content-Type-Options"] = "nosniff"
     headers["X-Frame-Options"] = "DENY"
     headers["Referrer-Policy"] = "same-origin"

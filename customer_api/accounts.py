@@ -71,7 +71,7 @@ def account_body(account: CustomerAccount | Row[Any]) -> dict[str, Any]:
         "id": account.id,
         "email": account.email,
         "username": account.username,
-        "email_verified": account.email_verified_at is not None,
+        "email_verified": account.email_verified,
         "profile": accounts.profile_of(account),
         "association": {
             "status": str(account.association_status),

@@ -4,7 +4,9 @@ AccountSchema's shape (the view returns it without dumping it through the schema
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from unittest import mock
 
+import psycopg
 import pytest
 from sqlalchemy import event
 
@@ -18,8 +20,21 @@ from tests.factories import TEST_ACTOR, bearer, make_customer, make_policyholder
 
 @contextmanager
 def sent_while(describe: Callable[[Any, str], Any]) -> Iterator[list[Any]]:
-    """`describe(cursor, statement)` of each SQL statement sent while the block runs."""
+    """`describe(cursor, statement)` of each SQL statement sent while the block runs: watched at
+    the driver on PostgreSQL, where GET /me's read does not pass through SQLAlchemy, and through
+    SQLAlchemy's events elsewhere. The pool's liveness ping (";") is not a request's statement."""
     sent: list[Any] = []
+    if db.engine.dialect.name == "postgresql":
+        execute = psycopg.Cursor.execute
+
+        def spy(cursor, query, *args, **kwargs):
+            if query != ";":
+                sent.append(describe(cursor, query))
+            return execute(cursor, query, *args, **kwargs)
+
+        with mock.patch.object(psycopg.Cursor, "execute", spy):
+            yield sent
+        return
 
     def record(connection, cursor, statement, parameters, context, executemany) -> None:
         sent.append(describe(cursor, statement))
@@ -100,3 +115,24 @@ def test_the_next_request_on_that_connection_writes_in_a_transaction(make_app):
     assert response.status_code == 200
     assert ("UPDATE", False) in sent
     assert all(autocommit is False for _, autocommit in sent)
+
+
+@requires_postgres
+def test_a_read_that_fails_at_the_driver_gives_its_connection_up(make_app):
+    app = make_app(PROPAGATE_EXCEPTIONS=False, SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0})
+    with app.app_context():
+        make_customer("ana.gil@correo.example")
+        db.session.commit()
+        client = app.test_client()
+        token = sign_in_token(client, "ana.gil@correo.example")
+        invalidated = []
+        event.listen(db.engine, "invalidate", lambda *args: invalidated.append(args))
+        lost = psycopg.OperationalError("server closed the connection unexpectedly")
+
+        with mock.patch.object(psycopg.Cursor, "execute", side_effect=lost):
+            failed = client.get("/api/v1/me", headers=bearer(token))
+        again = client.get("/api/v1/me", headers=bearer(token))
+
+    assert failed.status_code == 500
+    assert len(invalidated) == 1
+    assert again.status_code == 200

@@ -1,6 +1,7 @@
 """Security headers (issue 9, point 7): a Content-Security-Policy with no inline script, no
 framing, no sniffing, a referrer policy, no caching of personal data, HSTS in production only;
-documents always downloaded or shown as an allow-listed type inside a sandbox."""
+documents always downloaded or shown as an allow-listed type inside a sandbox, and anything else
+that is not a page (the API's JSON) under the same empty sandbox."""
 
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ def assert_document_headers(response: Response) -> None:
     assert "no-store" in response.headers["Cache-Control"]
 
 
+def assert_data_headers(response: Response) -> None:
+    assert_common_headers(response)
+    assert response.headers["Content-Security-Policy"] == DOCUMENT_POLICY
+    assert response.headers["Cache-Control"] == "no-store"
+
+
 # The policy itself
 
 
@@ -85,12 +92,21 @@ def test_the_document_policy_is_an_empty_sandbox():
 # Every kind of response
 
 
-@pytest.mark.parametrize("path", ["/login", "/healthz", "/api/v1/docs"])
+@pytest.mark.parametrize("path", ["/login", "/api/v1/docs"])
 def test_public_pages_carry_every_header(client, path):
     response = client.get(path)
 
     assert response.status_code == 200
     assert_page_headers(response)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/v1/openapi.json"])
+def test_json_answers_are_an_empty_sandbox(client, path):
+    response = client.get(path)
+
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert_data_headers(response)
 
 
 def test_a_back_office_page_carries_every_header(app):
@@ -111,14 +127,26 @@ def test_an_api_response_with_personal_data_carries_every_header(app, client):
     response = client.get("/api/v1/me", headers=bearer(token))
 
     assert response.status_code == 200
-    assert_page_headers(response)
+    assert_data_headers(response)
 
 
 def test_an_error_answer_carries_every_header(client):
     response = client.get("/api/v1/me")
 
     assert response.status_code == 401
-    assert_page_headers(response)
+    assert response.mimetype == "application/problem+json"
+    assert_data_headers(response)
+
+
+def test_the_api_neither_reads_nor_touches_the_back_office_cookie(app):
+    staff_browser, _ = signed_in_client(app, Role.ADMIN)
+
+    response = staff_browser.get("/api/v1/me")
+
+    assert response.status_code == 401
+    assert "Set-Cookie" not in response.headers
+    assert "Cookie" not in response.headers.get("Vary", "")
+    assert staff_browser.get("/admin/").status_code == 200
 
 
 def test_static_files_keep_their_own_caching(client):

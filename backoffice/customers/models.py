@@ -134,6 +134,14 @@ class CustomerAccount(db.Model):
     def policyholder_name(self) -> str | None:
         return self.policyholder.name if self.policyholder is not None else None
 
+    @property
+    def email_verified(self) -> bool:
+        return self.email_verified_at is not None
+
+    @property
+    def phone_verified(self) -> bool:
+        return self.phone_verified_at is not None
+
     def __str__(self) -> str:
         return self.username
 

@@ -32,7 +32,7 @@ from backoffice.customers.models import (
     Policyholder,
     TokenPurpose,
 )
-from backoffice.db import single_read_connection, utcnow
+from backoffice.db import read_one_row, utcnow
 from backoffice.extensions import db
 from backoffice.identity import IdentityError, normalise_email, normalise_phone, normalise_tax_id
 from backoffice.notifications.service import pick_language, queue_email
@@ -342,9 +342,9 @@ def _account_summary() -> Select[Any]:
             account.id,
             account.email,
             func.coalesce(account.tax_id, account.email).label("username"),
-            account.email_verified_at,
+            account.email_verified_at.is_not(None).label("email_verified"),
             account.phone,
-            account.phone_verified_at,
+            account.phone_verified_at.is_not(None).label("phone_verified"),
             account.address_line1,
             account.address_line2,
             account.postal_code,
@@ -374,7 +374,7 @@ def account_summary(token: str | None, *, now: datetime | None = None) -> Row[An
     if not token:
         return None
     parameters = {"token_hash": _hash_token(token), "now": now or utcnow()}
-    return single_read_connection(db.session).execute(_account_summary(), parameters).one_or_none()
+    return read_one_row(db.session, _account_summary(), parameters)
 
 
 def session_account(
@@ -471,7 +471,7 @@ def profile_of(account: CustomerAccount) -> dict[str, Any]:
             "country": account.country,
         },
         "phone": account.phone,
-        "phone_verified": account.phone_verified_at is not None,
+        "phone_verified": account.phone_verified,
         "first_name": account.first_name,
         "last_name": account.last_name,
         "tax_id": account.declared_tax_id,

@@ -41,7 +41,12 @@ def resolve(path: str) -> Callable[..., Any]:
 
 class JobQueue(Protocol):
     def enqueue(
-        self, path: str, *args: Any, job_id: str | None = None, timeout: int = DEFAULT_TIMEOUT
+        self,
+        path: str,
+        *args: Any,
+        job_id: str | None = None,
+        timeout: int = DEFAULT_TIMEOUT,
+        fresh: bool = False,
     ) -> None: ...
 
 
@@ -68,7 +73,12 @@ class InlineJobQueue:
         self._local = threading.local()
 
     def enqueue(
-        self, path: str, *args: Any, job_id: str | None = None, timeout: int = DEFAULT_TIMEOUT
+        self,
+        path: str,
+        *args: Any,
+        job_id: str | None = None,
+        timeout: int = DEFAULT_TIMEOUT,
+        fresh: bool = False,
     ) -> None:
         backlog = getattr(self._local, "backlog", None)
         if backlog is not None:
@@ -110,11 +120,18 @@ class RqJobQueue:
         self.queue = Queue(queue_name, connection=self.connection)
 
     def enqueue(
-        self, path: str, *args: Any, job_id: str | None = None, timeout: int = DEFAULT_TIMEOUT
+        self,
+        path: str,
+        *args: Any,
+        job_id: str | None = None,
+        timeout: int = DEFAULT_TIMEOUT,
+        fresh: bool = False,
     ) -> None:
         """Enqueue, unless a job with this id is already waiting or running on a live worker:
-        a row is never queued twice. A job whose worker died (abandoned) is replaced."""
-        if job_id is not None:
+        a row is never queued twice. A job whose worker died (abandoned) is replaced. A `fresh`
+        id names a row made in the committing transaction, which no job can hold yet: the look
+        for one is a Redis round trip that registration would pay for nothing."""
+        if job_id is not None and not fresh:
             existing = Job.fetch_many([job_id], connection=self.connection)[0]
             if existing is not None:
                 status = existing.get_status(refresh=False)
@@ -169,15 +186,17 @@ def enqueue_after_commit(
     job_id: str | None = None,
     on_failure: Callable[[], None] | None = None,
     timeout: int = DEFAULT_TIMEOUT,
+    fresh: bool = False,
 ) -> None:
     """Queue `func(*args)` to run once the current transaction commits (and never if it rolls
-    back). If the queue cannot be reached the commit stands; `on_failure` may note that."""
+    back). If the queue cannot be reached the commit stands; `on_failure` may note that.
+    `fresh`: `job_id` names a row this transaction made (see `RqJobQueue.enqueue`)."""
     path = job_path(func)
     queue = job_queue()
 
     def push() -> None:
         try:
-            queue.enqueue(path, *args, job_id=job_id, timeout=timeout)
+            queue.enqueue(path, *args, job_id=job_id, timeout=timeout, fresh=fresh)
         except RedisError:
             log.exception("could not enqueue %s%r; its periodic sweeper will pick it up", path, args)
             if on_failure is not None:

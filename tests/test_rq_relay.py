@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -105,6 +106,17 @@ def test_commit_enqueues_exactly_one_job_named_after_the_row(rq_app, queue):
     message_id = service.queue_email("ana@example.com", "test_message", {}).id
     db.session.commit()
 
+    assert queue.job_ids == [f"outbox-{message_id}"]
+
+
+def test_a_new_row_is_queued_without_looking_for_an_earlier_job(rq_app, queue):
+    """No job can hold the id of a row made in the committing transaction: the look would be a
+    Redis round trip on every registration."""
+    with mock.patch.object(Job, "fetch_many", wraps=Job.fetch_many) as look:
+        message_id = service.queue_email("ana@example.com", "test_message", {}).id
+        db.session.commit()
+
+    assert look.call_count == 0
     assert queue.job_ids == [f"outbox-{message_id}"]
 
 

@@ -84,7 +84,7 @@ def _queue(message: OutboxMessage) -> OutboxMessage:
     message.enqueued_at = utcnow()
     db.session.add(message)
     db.session.flush()
-    _relay_after_commit(message.id)
+    _relay_after_commit(message.id, fresh=True)
     return message
 
 
@@ -92,7 +92,7 @@ def job_id_for(message_id: int) -> str:
     return f"outbox-{message_id}"
 
 
-def _relay_after_commit(message_id: int) -> None:
+def _relay_after_commit(message_id: int, *, fresh: bool = False) -> None:
     from backoffice.notifications.jobs import deliver_message
 
     enqueue_after_commit(
@@ -100,6 +100,7 @@ def _relay_after_commit(message_id: int) -> None:
         message_id,
         job_id=job_id_for(message_id),
         on_failure=lambda: _forget_enqueue(message_id),
+        fresh=fresh,
     )
 
 

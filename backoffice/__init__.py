@@ -116,7 +116,11 @@ def _register_web(app: Flask) -> None:
     @app.after_request
     def finish_transaction(response):
         """The request is the unit of work: success commits, any error status rolls back, so a
-        rejected request never leaves a half-written record."""
+        rejected request never leaves a half-written record. A request that opened no
+        transaction (GET /me reads outside the session) has none to end."""
+        session = db.session()
+        if not session.in_transaction() and not session.info.get("after_commit"):
+            return response
         if response.status_code < 400:
             db.session.commit()
         else:

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from backoffice.customers.association import link
+from backoffice.db import AppSession
 from backoffice.extensions import db
 from customer_api.accounts import account_body
 from customer_api.schemas import AccountSchema
@@ -136,3 +137,21 @@ def test_a_read_that_fails_at_the_driver_gives_its_connection_up(make_app):
     assert failed.status_code == 500
     assert len(invalidated) == 1
     assert again.status_code == 200
+
+
+@requires_postgres
+def test_me_opens_and_ends_no_session_transaction(app, client):
+    token = sign_in_token(client, make_customer("ana.gil@correo.example").email)
+    opened = []
+
+    def record(session, transaction) -> None:
+        opened.append(transaction)
+
+    event.listen(AppSession, "after_transaction_create", record)
+    try:
+        response = client.get("/api/v1/me", headers=bearer(token))
+    finally:
+        event.remove(AppSession, "after_transaction_create", record)
+
+    assert response.status_code == 200
+    assert opened == []

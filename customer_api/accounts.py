@@ -6,7 +6,6 @@ from typing import Any
 
 from flask import jsonify, request
 from flask_smorest import Blueprint
-from sqlalchemy import Row
 
 from backoffice.customers import phone
 from backoffice.customers import service as accounts
@@ -64,7 +63,7 @@ def _failed(response) -> bool:
     return response.status_code in (401, 403)
 
 
-def account_body(account: CustomerAccount | Row[Any]) -> dict[str, Any]:
+def account_body(account: CustomerAccount | Any) -> dict[str, Any]:
     """From the account, or from its summary row (`accounts.account_summary`), whose columns
     are named like the account's attributes."""
     return {

@@ -183,8 +183,8 @@ def run_idempotently(payload: Any, action: Callable[[], Any], *, sealed: bool = 
 class NoCookieSessionForApi(SecureCookieSessionInterface):
     """The API authenticates by bearer token alone: it neither reads nor writes the back office's
     cookie session, so a staff member's cookie means nothing to it, and its answers do not vary
-    by cookie. Opening that session (a signing serializer built per request) was a tenth of
-    GET /me's time."""
+    by cookie. Opening that session (a signing serializer built per request) cost GET /me about
+    0.04 ms of its 0.7 ms in-process."""
 
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
         if request.path.startswith(API_PATH):

@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Row, Select, bindparam, func, select, text, update
+from sqlalchemy import Select, bindparam, func, select, text, update
 from sqlalchemy.orm import contains_eager
 
 from backoffice import audit
@@ -368,9 +368,10 @@ def _account_summary() -> Select[Any]:
     )
 
 
-def account_summary(token: str | None, *, now: datetime | None = None) -> Row[Any] | None:
+def account_summary(token: str | None, *, now: datetime | None = None) -> Any | None:
     """What GET /me shows of the account a bearer token signs in, or None when the token is
-    unknown, expired or revoked (the same test as `session_account`)."""
+    unknown, expired or revoked (the same test as `session_account`): a row whose fields are
+    named like the account's attributes (`db.read_one_row`)."""
     if not token:
         return None
     parameters = {"token_hash": _hash_token(token), "now": now or utcnow()}

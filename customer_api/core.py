@@ -17,10 +17,9 @@ from backoffice import idempotency
 from backoffice.customers import service as accounts
 from backoffice.customers.models import CustomerAccount, CustomerSession
 from backoffice.extensions import csrf, db
-from customer_api.problems import problem
+from customer_api.problems import API_PREFIX, problem
 from customer_api.schemas import ProblemSchema
 
-API_PATH = "/api/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 MAX_JSON_BYTES = 64 * 1024
 BEARER_SECURITY = [{"bearerAuth": []}]
@@ -187,7 +186,7 @@ class NoCookieSessionForApi(SecureCookieSessionInterface):
     0.04 ms of its 0.7 ms in-process."""
 
     def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
-        if request.path.startswith(API_PATH):
+        if request.path.startswith(API_PREFIX):
             return self.null_session_class()
         return super().open_session(app, request)
 

@@ -322,7 +322,7 @@ def _evidence(account: CustomerAccount, holder: Policyholder) -> tuple[list[Fiel
     if account.phone and holder.phone:
         agrees = account.phone == holder.phone
         if agrees:
-            weight += W_PHONE_PROVEN if account.phone_verified_at is not None else W_PHONE_AGREE
+            weight += W_PHONE_PROVEN if account.phone_verified else W_PHONE_AGREE
         else:
             weight += W_PHONE_DISAGREE
         items.append(FieldEvidence("phone", account.phone, holder.phone, agrees, 1.0 if agrees else 0.0))
@@ -372,7 +372,7 @@ def explain(account: CustomerAccount, holder: Policyholder) -> Candidate:
         "email" in agrees
         or (
             bool(_setting("MATCH_LINK_WITH_PROVEN_PHONE"))
-            and account.phone_verified_at is not None
+            and account.phone_verified
             and {"phone", "name"} <= agrees
         )
         or (one_edit_apart(account.email, holder.email) and len(agrees & {"name", "phone", "tax_id"}) >= 2)

@@ -70,7 +70,7 @@ def _open_challenge(account: CustomerAccount) -> otp.OtpChallenge | None:
 def _require_unproven_phone(account: CustomerAccount) -> None:
     if account.phone is None:
         raise AccountError(409, "phone_missing")
-    if account.phone_verified_at is not None:
+    if account.phone_verified:
         raise AccountError(409, "phone_already_verified")
 
 
